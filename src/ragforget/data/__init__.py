@@ -1,0 +1,1 @@
+"""QA records, retrieval corpora and the QA sources that materialize them into the cache."""

@@ -1,0 +1,1 @@
+"""Evaluation: ODQA accuracy, general-capability retention (lm-eval) and distribution shift."""

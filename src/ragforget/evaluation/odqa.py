@@ -1,0 +1,30 @@
+"""Open-domain QA evaluation: greedy answers to retrieval-augmented prompts, scored per question."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ragforget.data.rag_examples import RagExample, encode_for_generation
+from ragforget.evaluation.generation import greedy_generate
+from ragforget.evaluation.metrics import METRICS, score_prediction
+from ragforget.utils.io import write_jsonl
+
+
+def evaluate_odqa(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[RagExample],
+                  chat_template: bool, batch_size: int, max_new_tokens: int,
+                  predictions_path: Path | None = None) -> dict[str, float]:
+    """Mean EM/F1/acc over ``examples``; per-question predictions go to ``predictions_path``."""
+    prompts = [encode_for_generation(ex, tokenizer, chat_template) for ex in examples]
+    predictions = greedy_generate(model, tokenizer, prompts, batch_size, max_new_tokens, desc="odqa")
+    rows = []
+    for example, prediction in zip(examples, predictions):
+        scores = score_prediction(prediction, example.golden_answers)
+        rows.append({"id": example.id, "prediction": prediction, "golden_answers": example.golden_answers,
+                     "doc_ids": example.doc_ids, **scores})
+    if predictions_path is not None:
+        write_jsonl(predictions_path, rows)
+    n = max(len(rows), 1)
+    return {name: sum(row[name] for row in rows) / n for name in METRICS}

@@ -1,0 +1,88 @@
+"""process_results / aggregation hooks that the generated lm-eval task YAMLs reference.
+
+Each task folder gets a two-line ``utils.py`` re-exporting these, because lm-eval resolves
+``!function utils.x`` relative to the YAML file. Keeping the code here makes it testable.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Any
+
+from ragforget.evaluation.retention.ifeval_like import ifeval_modules
+
+_WORD_RE = re.compile(r"\w+")
+_NUMBER_RE = re.compile(r"-?\d[\d,]*\.?\d*")
+
+
+def count_words(text: str) -> int:
+    """Word count the way IFEval counts them (runs of word characters)."""
+    return len(_WORD_RE.findall(text))
+
+
+def ifeval_process_results(doc: dict[str, Any], results: list[str]) -> dict[str, Any]:
+    """lm-eval's IFEval scoring plus the response length in words (collapse to terse answers)."""
+    _, utils = ifeval_modules()
+    scores = utils.process_results(doc, results)
+    scores["mean_words"] = count_words(results[0])
+    return scores
+
+
+def agg_inst_level_acc(items: list[list[bool]]) -> float:
+    """Instruction-level accuracy: every instruction of every prompt counts once."""
+    flat = [x for sub in items for x in sub]
+    return sum(flat) / len(flat)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalization: lowercase, drop punctuation and articles, squeeze spaces."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def cloze_prediction(generation: str) -> str:
+    """The answer part of a cloze completion: first line, cut at the first sentence end."""
+    stripped = generation.strip()
+    first_line = stripped.splitlines()[0] if stripped else ""
+    return re.split(r"(?<=[^A-Z])\.\s|\.$|;", first_line)[0]
+
+
+def cloze_process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
+    """Exact match of the normalized completion against any of the gold answers."""
+    prediction = normalize_answer(cloze_prediction(results[0]))
+    golds = {normalize_answer(a) for a in doc["answers"]}
+    return {"exact_match": float(prediction in golds)}
+
+
+def last_number(text: str) -> str | None:
+    """The last number written in ``text`` without thousands separators, or None."""
+    found = _NUMBER_RE.findall(text)
+    if not found:
+        return None
+    return found[-1].replace(",", "").rstrip(".")
+
+
+def gsm8k_process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
+    """Exact match of the last number in the response against the gold final answer."""
+    predicted = last_number(results[0])
+    try:
+        correct = predicted is not None and float(predicted) == float(doc["answer_number"])
+    except ValueError:
+        correct = False
+    return {"exact_match": float(correct)}
+
+
+def perplexity_process_results(doc: dict[str, Any], results: list[float]) -> dict[str, tuple[float, int]]:
+    """Rolling log-likelihood paired with word and byte counts (lm-eval's wikitext recipe)."""
+    (loglikelihood,) = results
+    text = doc["text"]
+    n_words = len(re.split(r"\s+", text.strip()))
+    n_bytes = len(text.encode("utf-8"))
+    return {
+        "word_perplexity": (loglikelihood, n_words),
+        "byte_perplexity": (loglikelihood, n_bytes),
+        "bits_per_byte": (loglikelihood, n_bytes),
+    }

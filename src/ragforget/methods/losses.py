@@ -1,0 +1,102 @@
+"""Pure loss functions on logits. Shapes: B batch, T sequence, V vocabulary, N selected positions."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ragforget.data.encoding import IGNORE_INDEX
+
+KLDirection = Literal["forward", "reverse"]
+
+
+def answer_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token NLL over labelled (answer) tokens.
+
+    logits [B, T, V] predict token t+1 at position t; labels [B, T] hold -100 outside answers.
+    Only the few answer positions are upcast to fp32, so no [B, T, V] fp32 copy is made.
+    """
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    selected = logits[:, :-1][mask].float()
+    if selected.numel() == 0:
+        return logits.sum() * 0.0
+    return F.cross_entropy(selected, targets[mask])
+
+
+def kl_rows(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) for each row of two [N, V] logit tensors, computed in fp32."""
+    p_log = torch.log_softmax(p_logits.float(), dim=-1)
+    q_log = torch.log_softmax(q_logits.float(), dim=-1)
+    return (p_log.exp() * (p_log - q_log)).sum(-1)
+
+
+class _ChunkedKL(torch.autograd.Function):
+    """Mean KL between reference and policy rows, in chunks, with an analytic gradient.
+
+    Autograd through log_softmax would keep an [N, V] fp32 tensor per chunk alive until backward;
+    here backward recomputes each chunk's softmax instead, so memory stays at one chunk whatever N.
+    Gradients w.r.t. the policy logits z of one row:
+      forward  KL(p0 || p):  p - p0
+      reverse  KL(p || p0):  p * (log p - log p0 - KL_row)
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, policy: torch.Tensor, reference: torch.Tensor,
+                reverse: bool, chunk_size: int) -> torch.Tensor:
+        total = policy.new_zeros((), dtype=torch.float32)
+        for start in range(0, policy.shape[0], chunk_size):
+            p, r = policy[start:start + chunk_size], reference[start:start + chunk_size]
+            total += (kl_rows(p, r) if reverse else kl_rows(r, p)).sum()
+        ctx.save_for_backward(policy, reference)
+        ctx.reverse, ctx.chunk_size = reverse, chunk_size
+        return total / max(policy.shape[0], 1)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor
+                 ) -> tuple[torch.Tensor, None, None, None]:
+        policy, reference = ctx.saved_tensors
+        grad = torch.empty_like(policy)
+        scale = grad_out / max(policy.shape[0], 1)
+        for start in range(0, policy.shape[0], ctx.chunk_size):
+            p_log = torch.log_softmax(policy[start:start + ctx.chunk_size].float(), dim=-1)
+            r_log = torch.log_softmax(reference[start:start + ctx.chunk_size].float(), dim=-1)
+            p = p_log.exp()
+            if ctx.reverse:
+                diff = p_log - r_log
+                g = p * (diff - (p * diff).sum(-1, keepdim=True))
+            else:
+                g = p - r_log.exp()
+            grad[start:start + ctx.chunk_size] = (g * scale).to(policy.dtype)
+        return grad, None, None, None
+
+
+def masked_kl(policy_logits: torch.Tensor, reference_logits: torch.Tensor, mask: torch.Tensor,
+              direction: KLDirection = "forward", chunk_size: int = 256) -> torch.Tensor:
+    """Mean over masked positions of the full-vocabulary KL between reference and policy.
+
+    policy_logits, reference_logits: [B, T, V]; mask: [B, T] bool (positions whose next-token
+    distributions are compared). ``forward`` is KL(p0 || p), reference first, as in SelfAug's code;
+    ``reverse`` is KL(p || p0). Returns 0 (with a graph) when nothing is selected.
+    """
+    if direction not in ("forward", "reverse"):
+        raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
+    policy = policy_logits[mask]
+    if policy.shape[0] == 0:
+        return policy_logits.sum() * 0.0
+    reference = reference_logits[mask].detach()
+    return _ChunkedKL.apply(policy, reference, direction == "reverse", chunk_size)
+
+
+def prompt_positions(labels: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Real prompt tokens: unlabelled AND attended (SelfAug's code wrongly includes padding)."""
+    return (labels == IGNORE_INDEX) & attention_mask.bool()
+
+
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Positions whose next token is an answer token (the distributions the NLL trains)."""
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return mask

@@ -1,0 +1,1 @@
+"""Model sources (packaged GGUF, hub id or local dir, tiny random) and loading helpers."""

@@ -1,0 +1,1 @@
+"""Tables and plots regenerated from tracked runs."""

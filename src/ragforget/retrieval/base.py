@@ -1,0 +1,43 @@
+"""The retriever contract: build or load an index over a corpus, then return ranked passage ids."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+Hit = tuple[str, float]
+"""One retrieved passage: (corpus id, score); lists of hits are ordered best first."""
+
+
+class Retriever(abc.ABC):
+    """A retriever whose index is cached per (``cache_params()``, corpus hash) by retrieval.cache."""
+
+    name: ClassVar[str]
+    # False for retrievers that search nothing themselves (closed book, oracle).
+    needs_index: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def cache_params(self) -> dict[str, Any]:
+        """Everything besides the corpus that determines the index and the results (the cache key)."""
+
+    def dependencies(self) -> list[Retriever]:
+        """Retrievers whose indexes must be ready before this one searches (oracle's distractors)."""
+        return []
+
+    @abc.abstractmethod
+    def build_index(self, corpus: list[dict[str, Any]], index_dir: Path) -> None:
+        """Index ``corpus`` records ({id, contents, title}) into the empty folder ``index_dir``."""
+
+    @abc.abstractmethod
+    def load_index(self, index_dir: Path) -> None:
+        """Load an index written by :meth:`build_index`."""
+
+    @abc.abstractmethod
+    def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        """Return up to ``k`` (id, score) hits per query, best first."""
+
+    def search_records(self, records: Sequence[dict[str, Any]], k: int) -> list[list[Hit]]:
+        """Search QA records ({id, question, ...}); retrievers that need more than the question override it."""
+        return self.search([record["question"] for record in records], k)

@@ -1,0 +1,1 @@
+"""MLflow: one run per job, with params, curves, metrics, artifacts and tags."""

@@ -1,0 +1,1 @@
+"""The one training loop: a LightningModule, its data, and train() -> checkpoint folder."""

@@ -1,0 +1,56 @@
+"""The LightningModule: answer NLL plus whatever loss terms the method contributes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from transformers import get_cosine_schedule_with_warmup
+
+from ragforget.methods.base import Method, StepTensors
+from ragforget.methods.losses import answer_nll
+from ragforget.training.reference import ReferenceModel
+
+
+class RagFineTuner(L.LightningModule):
+    """One training step for every method: the loop never looks at the method's name."""
+
+    # Checkpoints hold only trainable tensors (the adapters), so loading them is non-strict.
+    strict_loading = False
+
+    def __init__(self, model: torch.nn.Module, method: Method, lr: float, weight_decay: float = 0.0,
+                 warmup_ratio: float = 0.0) -> None:
+        super().__init__()
+        self.model = model
+        self.method = method
+        self.loss_terms = torch.nn.ModuleDict(method.terms)
+        self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
+        self.reference = ReferenceModel(model) if method.needs_reference else None
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        reference_logits = self.reference.logits(batch) if self.reference is not None else None
+        step = StepTensors(batch=batch, logits=logits, reference_logits=reference_logits, model=self.model)
+        nll = answer_nll(logits, batch["labels"])
+        terms = {name: term(step) for name, term in self.loss_terms.items()}
+        loss = nll + sum(terms.values(), torch.zeros((), device=nll.device))
+        batch_size = batch["input_ids"].shape[0]
+        self.log("train/nll", nll.detach(), prog_bar=True, batch_size=batch_size)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value.detach(), prog_bar=True, batch_size=batch_size)
+        self.log("train/loss", loss.detach(), batch_size=batch_size)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, int(self.warmup_ratio * total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep only trainable tensors: a LoRA resume checkpoint is megabytes, not the whole model."""
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
