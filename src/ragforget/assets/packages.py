@@ -74,7 +74,8 @@ def fetch_package(spec: PackageSpec, downloads_dir: Path) -> Path:
             log.warning("%s; downloading it again", exc)
             target.unlink()
     log.info("downloading %s with pip", spec.requirement)
-    with tempfile.TemporaryDirectory(dir=downloads_dir.parent if downloads_dir.parent.exists() else None) as tmp:
+    downloads_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=downloads_dir) as tmp:  # same disk: the final rename is atomic
         pip_download(spec.requirement, Path(tmp))
         downloaded = Path(tmp) / spec.filename
         if not downloaded.exists():

@@ -20,16 +20,21 @@ def answer_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """
     targets = labels[:, 1:]
     mask = targets != IGNORE_INDEX
-    selected = logits[:, :-1][mask].float()
+    selected = upcast(logits[:, :-1][mask])
     if selected.numel() == 0:
         return logits.sum() * 0.0
     return F.cross_entropy(selected, targets[mask])
 
 
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """At least fp32 (bf16 softmaxes over 50k+ classes lose too much); fp64 stays fp64."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def kl_rows(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) for each row of two [N, V] logit tensors, computed in fp32."""
-    p_log = torch.log_softmax(p_logits.float(), dim=-1)
-    q_log = torch.log_softmax(q_logits.float(), dim=-1)
+    """KL(p || q) for each row of two [N, V] logit tensors, computed in at least fp32."""
+    p_log = torch.log_softmax(upcast(p_logits), dim=-1)
+    q_log = torch.log_softmax(upcast(q_logits), dim=-1)
     return (p_log.exp() * (p_log - q_log)).sum(-1)
 
 
@@ -46,7 +51,7 @@ class _ChunkedKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, policy: torch.Tensor, reference: torch.Tensor,
                 reverse: bool, chunk_size: int) -> torch.Tensor:
-        total = policy.new_zeros((), dtype=torch.float32)
+        total = upcast(policy.new_zeros(()))
         for start in range(0, policy.shape[0], chunk_size):
             p, r = policy[start:start + chunk_size], reference[start:start + chunk_size]
             total += (kl_rows(p, r) if reverse else kl_rows(r, p)).sum()
@@ -61,8 +66,8 @@ class _ChunkedKL(torch.autograd.Function):
         grad = torch.empty_like(policy)
         scale = grad_out / max(policy.shape[0], 1)
         for start in range(0, policy.shape[0], ctx.chunk_size):
-            p_log = torch.log_softmax(policy[start:start + ctx.chunk_size].float(), dim=-1)
-            r_log = torch.log_softmax(reference[start:start + ctx.chunk_size].float(), dim=-1)
+            p_log = torch.log_softmax(upcast(policy[start:start + ctx.chunk_size]), dim=-1)
+            r_log = torch.log_softmax(upcast(reference[start:start + ctx.chunk_size]), dim=-1)
             p = p_log.exp()
             if ctx.reverse:
                 diff = p_log - r_log

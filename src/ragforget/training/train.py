@@ -25,7 +25,7 @@ log = get_logger(__name__)
 
 def build_trainable_model(cfg: DictConfig, model_path: str) -> PreTrainedModel:
     """The starting model with fresh LoRA adapters, or all weights trainable when model.lora is null."""
-    model = load_model(model_path, cfg.model.dtype)
+    model = load_model(model_path, cfg.model.dtype).train()
     if cfg.model.get("lora"):
         return attach_lora(model, cfg.model.lora)
     model.requires_grad_(True)

@@ -1,0 +1,11 @@
+"""General-capability retention: BIG-bench MC, cloze and GSM8K generation, IFEval-style
+instruction following and held-out perplexity, run through lm-eval on an in-memory model."""
+
+from ragforget.evaluation.retention.runner import RetentionResult, evaluate_retention
+from ragforget.evaluation.retention.suite import TASK_NAMES, TASKS, general_prompts, prepare_retention_suite
+
+# Tasks on which SmolLM2-135M-Instruct scores measurably above chance (see the README table).
+DEFAULT_TASKS: list[str] = ["hhh_alignment", "ifeval_like", "wiki_ppl"]
+
+__all__ = ["DEFAULT_TASKS", "TASKS", "TASK_NAMES", "RetentionResult", "evaluate_retention",
+           "general_prompts", "prepare_retention_suite"]

@@ -126,7 +126,8 @@ def evaluate_retention(
     missing = [t for t in tasks if t not in manifest["tasks"]]
     if missing:
         raise ValueError(f"{task_dir} was prepared without {missing}; prepare a suite that includes them")
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    # Log-softmax in fp32 even for bf16 models: bf16 log-probs are too coarse for gold_logprob.
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, softmax_dtype="float32")
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
     metrics: dict[str, float] = {}
     raw: dict[str, Any] = {"results": {}, "configs": {}, "versions": {}, "n-samples": {}, "seconds": {},

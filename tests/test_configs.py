@@ -1,0 +1,170 @@
+"""Every file under conf/ composes and resolves; method and retriever impls instantiate to the right types."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytest
+from hydra.errors import HydraException
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from conftest import compose_config
+from ragforget.methods.base import Method
+from ragforget.methods.selfaug import InputKL
+from ragforget.retrieval.base import Retriever
+from ragforget.retrieval.bm25 import BM25Retriever
+from ragforget.retrieval.closed_book import ClosedBookRetriever
+from ragforget.retrieval.dense import DenseRetriever
+from ragforget.retrieval.oracle import OracleRetriever
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ["model", "dataset", "retriever", "method", "trainer", "eval", "logger", "paths", "experiment"]
+
+# Options whose config has a mandatory (???) value the user must supply on the command line.
+REQUIRED_OVERRIDES: dict[str, list[str]] = {
+    "model=hf": ["model.name_or_path=Qwen/Qwen2.5-7B-Instruct"],
+    "dataset=nq_open": ["dataset.corpus.path=/tmp/x.jsonl"],
+    "dataset=popqa": ["dataset.corpus.path=/tmp/x.jsonl"],
+    "dataset=triviaqa": ["dataset.corpus.path=/tmp/x.jsonl"],
+}
+
+
+def _options() -> list[str]:
+    return [f"{group}={path.stem}" for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
+
+
+def _targets(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted key, _target_) for every node that instantiates something."""
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            if k == "_target_":
+                yield key, node[k]
+            else:
+                yield from _targets(node._get_node(k), f"{key}.{k}" if key else str(k))
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            yield from _targets(node._get_node(i), f"{key}[{i}]")
+
+
+def test_every_group_has_options() -> None:
+    for group in GROUPS:
+        assert list((CONF / group).glob("*.yaml")), f"conf/{group} has no options"
+    assert "model=tiny_random" in _options() and "method=selfaug" in _options()
+
+
+@pytest.mark.parametrize("option", _options())
+def test_option_composes_and_resolves(option: str) -> None:
+    cfg = compose_config([option, *REQUIRED_OVERRIDES.get(option, [])])
+    OmegaConf.resolve(cfg)
+    assert OmegaConf.missing_keys(cfg) == set(), f"{option} leaves mandatory values unset"
+    group, name = option.split("=")
+    if group not in ("experiment", "paths"):
+        assert cfg[group] is not None
+    # every _target_ points at something importable (nothing is instantiated here)
+    for key, target in _targets(cfg):
+        assert callable(get_method(target)), f"{option}: {key}._target_={target} is not callable"
+
+
+@pytest.mark.parametrize("option", sorted(REQUIRED_OVERRIDES))
+def test_mandatory_values_are_reported_without_override(option: str) -> None:
+    cfg = compose_config([option])
+    OmegaConf.resolve(cfg)  # missing values stay missing; resolving must not hide them
+    assert OmegaConf.missing_keys(cfg), f"{option} should need an override"
+
+
+def test_default_composition() -> None:
+    cfg = compose_config()
+    assert cfg.method.name == "sft"
+    assert cfg.model.name == "smollm2_135m"
+    assert cfg.dataset.name == "squad_open"
+    assert cfg.retriever.name == "bm25"
+    assert cfg.run_name == "sft-smollm2_135m-squad_open-s0"
+    assert cfg.stage == "all"
+    assert cfg.checkpoint is None
+
+
+def test_hf_model_name_is_the_basename() -> None:
+    cfg = compose_config(["model=hf", "model.name_or_path=Qwen/Qwen2.5-7B-Instruct"])
+    assert cfg.model.name == "Qwen2.5-7B-Instruct"
+    assert cfg.model.source.name_or_path == "Qwen/Qwen2.5-7B-Instruct"
+
+
+def test_unknown_option_lists_choices() -> None:
+    with pytest.raises(HydraException) as info:
+        compose_config(["method=nonexistent"])
+    message = str(info.value)
+    assert "method/nonexistent" in message
+    for choice in ("base", "sft", "selfaug"):
+        assert choice in message
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "method").glob("*.yaml")))
+def test_method_impl_instantiates(name: str) -> None:
+    cfg = compose_config([f"method={name}"])
+    method = instantiate(cfg.method.impl)
+    assert isinstance(method, Method)
+    assert method.name == name == cfg.method.name
+
+
+def test_method_details() -> None:
+    base = instantiate(compose_config(["method=base"]).method.impl)
+    assert base.trains is False and base.terms == {} and not base.needs_reference
+    sft = instantiate(compose_config(["method=sft"]).method.impl)
+    assert sft.trains is True and sft.terms == {} and not sft.needs_reference
+    selfaug = instantiate(compose_config(["method=selfaug"]).method.impl)
+    assert selfaug.trains is True
+    assert set(selfaug.terms) == {"input_kl"}
+    term = selfaug.terms["input_kl"]
+    assert isinstance(term, InputKL)
+    assert term.weight == 0.5
+    assert term.direction == "forward"
+    assert selfaug.needs_reference
+
+
+def test_selfaug_alpha_override_reaches_the_term() -> None:
+    method = instantiate(compose_config(["method=selfaug", "method.alpha=0.3"]).method.impl)
+    assert method.terms["input_kl"].weight == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [("bm25", BM25Retriever), ("dense", DenseRetriever), ("none", ClosedBookRetriever),
+     ("oracle", OracleRetriever)],
+)
+def test_retriever_impl_instantiates(name: str, cls: type) -> None:
+    cfg = compose_config([f"retriever={name}"])
+    retriever = instantiate(cfg.retriever.impl)
+    assert isinstance(retriever, cls)
+    assert isinstance(retriever, Retriever)
+
+
+def test_every_retriever_file_is_covered() -> None:
+    assert sorted(p.stem for p in (CONF / "retriever").glob("*.yaml")) == ["bm25", "dense", "none", "oracle"]
+
+
+def test_quick_experiment_is_smaller() -> None:
+    default = compose_config()
+    quick = compose_config(["experiment=quick"])
+    assert quick.trainer.max_steps < default.trainer.max_steps
+    assert quick.train.max_examples < default.train.max_examples
+    assert quick.eval.odqa.max_questions < default.eval.odqa.max_questions
+    # the experiment only shrinks budgets; it does not change what is compared
+    assert quick.method.name == default.method.name and quick.model.name == default.model.name
+
+
+def test_gpu_trainer_extends_cpu() -> None:
+    cfg = compose_config(["trainer=gpu"])
+    assert cfg.trainer.accelerator == "gpu"
+    assert cfg.trainer.precision == "bf16-mixed"
+    assert cfg.trainer.max_steps == compose_config().trainer.max_steps
+    assert cfg.trainer._target_ == "lightning.Trainer"
+
+
+def test_hydra_run_dir_uses_run_name() -> None:
+    with hydra.initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra.compose(config_name="config", return_hydra_config=True)
+    assert "${run_name}" in OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"]

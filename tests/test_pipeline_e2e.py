@@ -1,0 +1,106 @@
+"""train -> checkpoint -> evaluate -> MLflow on the tiny model, through the real pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from conftest import compose_config
+from ragforget.pipeline import RUN_ID_FILE, run_job
+from ragforget.training.checkpoint import load_checkpoint_folder
+from ragforget.training.module import RagFineTuner
+
+TINY = [
+    "model=tiny_random",
+    "train.max_examples=8",
+    "train.batch_size=2",
+    "trainer.max_steps=4",
+    "train.checkpoint_every_n_steps=2",
+    "retriever.top_k=2",
+    "prompt.max_passage_tokens=24",
+    "eval.odqa.max_questions=6",
+    "eval.odqa.max_new_tokens=4",
+    "eval.retention.tasks=[wiki_ppl]",
+    "eval.retention.limit=4",
+    "eval.shift.num_texts=4",
+    "eval.shift.max_tokens=32",
+    "logger.log_every_n_steps=2",
+]
+
+
+def tiny_config(tmp_path: Path, *overrides: str) -> DictConfig:
+    return compose_config([*TINY, f"paths.output_dir={tmp_path}", *overrides])
+
+
+def run_of(cfg: DictConfig, workdir: Path):  # noqa: ANN201 - an mlflow Run
+    client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
+    return client.get_run((workdir / RUN_ID_FILE).read_text().strip())
+
+
+@pytest.mark.parametrize("method", ["sft", "selfaug"])
+def test_train_checkpoint_evaluate_mlflow(tmp_path: Path, method: str) -> None:
+    cfg = tiny_config(tmp_path, f"method={method}")
+    workdir = tmp_path / "job"
+    metrics = run_job(cfg, workdir)
+
+    for name in ("odqa/em", "odqa/f1", "odqa/acc", "retrieval/recall_at_1", "retrieval/recall_at_2",
+                 "retention/wiki_ppl", "retention/macro_avg", "retention/delta_macro_avg", "shift/kl",
+                 "time/train_s", "time/eval_s", "base/odqa/acc"):
+        assert name in metrics, name
+    assert metrics["shift/kl"] > 0  # four steps at lr 1e-3 move the adapters
+
+    run = run_of(cfg, workdir)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == f"{method}-tiny_random-squad_open-s0"
+    assert run.data.tags["method"] == method and run.data.tags["retriever"] == "bm25"
+    assert run.data.params["method.name"] == method
+    assert run.data.metrics["odqa/acc"] == pytest.approx(metrics["odqa/acc"])
+    client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/nll")]  # training curve
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "eval", "checkpoint"} <= artifacts
+
+    model, _, saved_cfg = load_checkpoint_folder(workdir / "checkpoint")
+    assert saved_cfg.method.name == method and hasattr(model, "peft_config")
+    assert (workdir / "eval" / "predictions.jsonl").exists()
+
+
+def test_base_method_evaluates_the_starting_model_without_training(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, "method=base")
+    metrics = run_job(cfg, tmp_path / "job")
+    assert "time/train_s" not in metrics
+    assert metrics["odqa/acc"] == metrics["base/odqa/acc"]
+    assert not (tmp_path / "job" / "checkpoint" / "adapter").exists()
+
+
+def test_interrupted_run_resumes_into_the_same_mlflow_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tiny_config(tmp_path)
+    workdir = tmp_path / "job"
+    original = RagFineTuner.training_step
+
+    def crash_at_step_3(self: RagFineTuner, batch, batch_idx):  # noqa: ANN001, ANN202
+        if self.trainer.global_step == 3:
+            raise RuntimeError("simulated crash")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(RagFineTuner, "training_step", crash_at_step_3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_job(cfg, workdir)
+    first = run_of(cfg, workdir)
+    assert first.info.status == "FAILED" and "simulated crash" in first.data.tags["error"]
+    assert (workdir / "lightning" / "last.ckpt").exists()
+
+    resumed_steps: list[int] = []
+
+    def record_start(self: RagFineTuner, batch, batch_idx):  # noqa: ANN001, ANN202
+        resumed_steps.append(self.trainer.global_step)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(RagFineTuner, "training_step", record_start)
+    run_job(compose_config([*TINY, f"paths.output_dir={tmp_path}", f"resume_dir={workdir}"]), tmp_path / "other")
+    assert resumed_steps[0] == 2, "training continues from the step-2 checkpoint, not from scratch"
+    second = run_of(cfg, workdir)
+    assert second.info.run_id == first.info.run_id and second.info.status == "FINISHED"
