@@ -120,14 +120,19 @@ class Job:
         write_json(path, metrics)
         return metrics
 
+    def prepare(self) -> PreparedAssets:
+        """Stage 1: assets in the cache, the retriever and the corpus (needed by every later stage)."""
+        self.assets = prepare_assets(self.cfg)
+        self.retriever = build_retriever(self.cfg)
+        self.corpus_by_id = {p["id"]: p for p in load_corpus(self.assets.corpus_path)}
+        self.corpus_hash = corpus_fingerprint(self.assets.corpus_path)
+        return self.assets
+
     def run(self, tracked: TrackedRun) -> dict[str, Any]:
         cfg = self.cfg
-        self.assets = assets = prepare_assets(cfg)
+        assets = self.prepare()
         if cfg.stage == "prepare":
             return {}
-        self.retriever = build_retriever(cfg)
-        self.corpus_by_id = {p["id"]: p for p in load_corpus(assets.corpus_path)}
-        self.corpus_hash = corpus_fingerprint(assets.corpus_path)
         tokenizer = load_tokenizer(assets.model_path)
         examples, recall = self.eval_examples(tokenizer)
         tracked.log_metrics({f"retrieval/{k}": v for k, v in recall.items()})

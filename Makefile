@@ -1,0 +1,37 @@
+# Set-up and entry points. Every target creates .venv on first use.
+#   make run                     # the main job on the embedded default (offline)
+#   make run ARGS="method=selfaug experiment=quick"
+#   make test                    # the whole test suite, slow end-to-end tests included
+#   make dashboard               # MLflow UI on http://127.0.0.1:5000 over outputs/mlflow.db
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast bench dashboard
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The pinned CPU build first: an unpinned torch pulls several GB of CUDA wheels.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) run.py $(ARGS)
+
+test: install
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/step_cost.py $(ARGS)
+
+dashboard: install
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000

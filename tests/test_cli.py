@@ -1,0 +1,58 @@
+"""run.py as a user runs it: subprocesses, Hydra command lines, MLflow runs and error messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model=tiny_random", "train.max_examples=4", "train.batch_size=2", "trainer.max_steps=2",
+        "retriever.top_k=1", "prompt.max_passage_tokens=16", "eval.odqa.max_questions=4",
+        "eval.odqa.max_new_tokens=4", "eval.retention.tasks=[wiki_ppl]", "eval.retention.limit=2",
+        "eval.shift.num_texts=2", "eval.shift.max_tokens=16"]
+
+
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"run.py {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def runs_in(output_dir: Path) -> list:  # noqa: ANN201 - mlflow Runs
+    client = MlflowClient(tracking_uri=f"sqlite:///{output_dir}/mlflow.db")
+    experiment = client.get_experiment_by_name("ragforget")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def test_unknown_option_lists_the_choices(tmp_path: Path) -> None:
+    result = run_cli("method=nonexistent", f"paths.output_dir={tmp_path}", check=False)
+    assert result.returncode != 0
+    assert "sft" in result.stderr and "selfaug" in result.stderr
+
+
+@pytest.mark.slow
+def test_multirun_gives_one_mlflow_run_per_job(tmp_path: Path) -> None:
+    run_cli("--multirun", "method=sft,selfaug", "seed=1,2", f"paths.output_dir={tmp_path}", *TINY)
+    runs = runs_in(tmp_path)
+    assert sorted(r.info.run_name for r in runs) == sorted(
+        f"{m}-tiny_random-squad_open-s{s}" for m in ("sft", "selfaug") for s in (1, 2))
+    assert all(r.info.status == "FINISHED" and "odqa/acc" in r.data.metrics for r in runs)
+
+
+@pytest.mark.slow
+def test_quick_experiment_on_the_real_default_model(tmp_path: Path) -> None:
+    """The README's main job, shrunk to experiment=quick, on SmolLM2-135M-Instruct."""
+    result = run_cli("experiment=quick", f"paths.output_dir={tmp_path}")
+    assert "| odqa/acc |" in result.stdout and "| retention/macro_avg |" in result.stdout
+    (run,) = runs_in(tmp_path)
+    assert run.info.status == "FINISHED" and run.data.tags["model"] == "smollm2_135m"
+    metrics = run.data.metrics
+    assert metrics["odqa/acc"] > 0.05  # the base model already answers some questions from its passages
+    assert metrics["shift/kl"] > 0
