@@ -94,6 +94,9 @@ def test_generation_scorers() -> None:
     assert cloze_process_results(doc, [" Paris. It is big."]) == {"exact_match": 1.0}
     assert cloze_process_results(doc, [" the city of light\nmore"]) == {"exact_match": 1.0}
     assert cloze_process_results(doc, [" Lyon"]) == {"exact_match": 0.0}
+    assert cloze_process_results({"answers": ["French"]}, [" French, but also English."]) == {"exact_match": 1.0}
+    assert cloze_process_results({"answers": ["U.S. Army"]}, [" U.S. Army"]) == {"exact_match": 1.0}
+    assert cloze_process_results(doc, [" Paris Hilton"]) == {"exact_match": 0.0}
     assert gsm8k_process_results({"answer_number": "1200"}, ["so 1,000 + 200 = 1,200."]) == {"exact_match": 1.0}
     assert gsm8k_process_results({"answer_number": "18"}, ["no number"]) == {"exact_match": 0.0}
     ppl = perplexity_process_results({"text": "two words"}, [-3.0])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ragforget.retrieval.metrics import has_answer, normalize_answer, recall_at_k
+from ragforget.evaluation.metrics import normalize_answer
+from ragforget.retrieval.metrics import has_answer, recall_at_k
 
 
 def test_normalize_answer_lowercases_strips_punctuation_articles_and_spaces() -> None:

@@ -1,29 +1,18 @@
 """Retrieval quality: does any of the top-k passages contain a gold answer (answer recall@k)?
 
-``normalize_answer`` is SQuAD's normalization (lowercase, drop punctuation, drop the articles
-a/an/the, collapse whitespace); matching is on whole tokens, so "art" does not match "start".
+Answers and passages are compared after SQuAD normalization, on whole tokens, so "art" does not
+match "start".
 """
 
 from __future__ import annotations
 
-import re
-import string
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ragforget.evaluation.metrics import normalize_answer
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD v1.1 answer normalization."""
-    text = text.lower().translate(_PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
 
 def has_answer(passage_text: str, golden_answers: Iterable[str]) -> bool:
     """True if some normalized gold answer occurs in the normalized passage as a whole-token span."""

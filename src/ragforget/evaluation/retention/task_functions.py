@@ -44,10 +44,14 @@ def normalize_answer(text: str) -> str:
 
 
 def cloze_prediction(generation: str) -> str:
-    """The answer part of a cloze completion: first line, cut at the first sentence end."""
+    """The answer part of a cloze completion: first line, cut at the first clause punctuation.
+
+    Small models continue past the answer ("French, but his work is translated ..."); a cut at
+    , ; : ! ? or a sentence-ending period keeps the scoring an exact match on the answer itself.
+    """
     stripped = generation.strip()
     first_line = stripped.splitlines()[0] if stripped else ""
-    return re.split(r"(?<=[^A-Z])\.\s|\.$|;", first_line)[0]
+    return re.split(r"[,;:!?]|\.(?:\s|$)", first_line)[0]
 
 
 def cloze_process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
