@@ -8,6 +8,8 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from conftest import compose_config
+
 from ragforget.retrieval.bm25 import BM25Retriever
 from ragforget.retrieval.closed_book import ClosedBookRetriever
 from ragforget.retrieval.dense import DenseRetriever
@@ -22,7 +24,7 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "retriever"
      ("none", ClosedBookRetriever, 0)],
 )
 def test_retriever_config_instantiates(name: str, cls: type, top_k: int) -> None:
-    cfg = OmegaConf.load(CONF_DIR / f"{name}.yaml")
+    cfg = compose_config([f"retriever={name}"]).retriever  # composed: impl may use ${paths.*}
     retriever = instantiate(cfg.impl)
     assert isinstance(retriever, cls)
     assert cfg.name == retriever.name == name

@@ -51,7 +51,8 @@ def cloze_prediction(generation: str) -> str:
     """
     stripped = generation.strip()
     first_line = stripped.splitlines()[0] if stripped else ""
-    return re.split(r"[,;:!?]|\.(?:\s|$)", first_line)[0]
+    # A period ends the answer only after a lowercase word or number ("Paris. It", not "U.S. Army").
+    return re.split(r"[,;:!?]|(?<=[a-z0-9]{2})\.(?:\s|$)", first_line)[0]
 
 
 def cloze_process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
