@@ -13,7 +13,8 @@ PYTEST_ARGS ?=
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	# pip 25.0.1: newer pips refuse to download the bigbench sdist (it declares a direct URL dependency).
+	$(PY) -m pip install --quiet pip==25.0.1
 	# The pinned CPU build first: an unpinned torch pulls several GB of CUDA wheels.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
