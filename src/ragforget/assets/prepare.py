@@ -24,12 +24,13 @@ class PreparedAssets:
     splits: dict[str, Path]
     corpus_path: Path
     heldout_summaries: Path | None
-    retention_dir: Path | None
+    retention: Any            # a retention suite (eval.retention._target_), prepared
+    shift_prompts: list[str]  # general prompts for the distribution-shift measure
 
 
 def prepare_assets(cfg: DictConfig) -> PreparedAssets:
     """Materialize model, QA splits, corpus and the retention suite named by ``cfg``."""
-    from ragforget.evaluation.retention.suite import prepare_retention_suite
+    from ragforget.evaluation.retention.suite import general_prompts, prepare_retention_suite
 
     cache_dir = resolve_cache_dir(cfg.paths.cache_dir)
     source: Any = hydra.utils.instantiate(cfg.model.source)
@@ -39,11 +40,12 @@ def prepare_assets(cfg: DictConfig) -> PreparedAssets:
     corpus: Any = hydra.utils.instantiate(cfg.dataset.corpus)
     corpus_path = corpus.materialize(cache_dir)
     heldout = corpus.heldout_summaries_path(cache_dir)
-    retention_dir = None
-    if cfg.eval.retention.suite == "offline":
-        retention_dir = prepare_retention_suite(
-            tasks=list(cfg.eval.retention.tasks), limit=cfg.eval.retention.limit, seed=cfg.eval.retention.seed,
-            cache_dir=cache_dir, heldout_summaries=heldout,
-        )
+    retention: Any = hydra.utils.instantiate(cfg.eval.retention)
+    retention.prepare(cache_dir, heldout)
+    # The shift prompts do not depend on the retention task selection, so shift/kl stays comparable
+    # across eval configs: IFEval-style requests and held-out summaries, interleaved.
+    shift_dir = prepare_retention_suite(["ifeval_like", "wiki_ppl"], limit=cfg.eval.shift.num_texts,
+                                        seed=cfg.eval.shift.seed, cache_dir=cache_dir, heldout_summaries=heldout)
     log.info("assets ready in %s", cache_dir)
-    return PreparedAssets(cache_dir, model_path, splits, Path(corpus_path), heldout, retention_dir)
+    return PreparedAssets(cache_dir, model_path, splits, Path(corpus_path), heldout, retention,
+                          general_prompts(shift_dir, cfg.eval.shift.num_texts))

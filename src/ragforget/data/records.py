@@ -6,14 +6,13 @@ corpus: ``{"id", "contents": "<title>\\n<text>", "title"}``
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ragforget.errors import DataError
 from ragforget.utils.hashing import sha256_file
-from ragforget.utils.io import atomic_path, write_json, write_jsonl
+from ragforget.utils.io import atomic_path, iter_jsonl, write_json, write_jsonl
 
 QA_FIELDS: tuple[str, ...] = ("id", "question", "golden_answers")
 CORPUS_FIELDS: tuple[str, ...] = ("id", "contents")
@@ -40,33 +39,6 @@ def make_qa_record(record_id: str, question: str, answers: Iterable[str],
 def make_passage(passage_id: str, title: str, text: str) -> dict[str, str]:
     """Build one corpus record; ``contents`` puts the title on the first line, as FlashRAG does."""
     return {"id": passage_id, "contents": f"{title}\n{text.strip()}", "title": title}
-
-
-def iter_jsonl(path: str | Path, required: Sequence[str] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Stream ``(line number, record)`` from a jsonl file, naming file and line on a bad line.
-
-    Streaming (unlike ``utils.io.read_jsonl``) keeps memory flat when validating a user corpus of
-    millions of passages, and the line numbers let field checks point at the offending line.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, None, "file not found")
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(path, line_no, f"not valid JSON ({exc.msg} at column {exc.colno})",
-                                "fix or delete the line") from None
-            if not isinstance(record, dict):
-                raise DataError(path, line_no, "each line must be a JSON object")
-            missing = [field for field in required if field not in record]
-            if missing:
-                raise DataError(path, line_no, f"missing field(s) {missing}",
-                                f"every record needs {list(required)}")
-            yield line_no, record
 
 
 def check_qa_record(record: dict[str, Any], path: str | Path, line: int | None) -> None:

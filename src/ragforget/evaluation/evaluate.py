@@ -24,16 +24,10 @@ from ragforget.utils.logging import get_logger
 log = get_logger(__name__)
 
 
-def retention_metrics(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: DictConfig,
-                      assets: PreparedAssets, out_dir: Path | None) -> dict[str, float]:
+def retention_metrics(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, assets: PreparedAssets,
+                      out_dir: Path | None) -> dict[str, float]:
     """Run the retention suite and name its numbers retention/<task>[/<measure>]."""
-    from ragforget.evaluation.retention.runner import evaluate_retention
-
-    rcfg = cfg.eval.retention
-    result = evaluate_retention(
-        model, tokenizer, task_dir=assets.retention_dir, tasks=list(rcfg.tasks), batch_size=rcfg.batch_size,
-        apply_chat_template=rcfg.apply_chat_template, out_dir=out_dir, max_gen_toks=rcfg.max_gen_toks,
-    )
+    result = assets.retention.evaluate(model, tokenizer, out_dir)
     metrics = {f"retention/{name}": value for name, value in result.metrics.items()}
     metrics.update({f"retention/{task}": score for task, score in result.primary.items()})
     metrics.update({f"retention/{task}/chance": level for task, level in result.chance.items()})
@@ -54,20 +48,15 @@ def evaluate_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, c
     metrics: dict[str, float] = {f"odqa/{name}": value for name, value in odqa.items()}
     log.info("ODQA on %d questions: %s", len(examples), {k: round(v, 4) for k, v in odqa.items()})
     if ecfg.retention.tasks:
-        metrics.update(retention_metrics(model, tokenizer, cfg, assets, out_dir))
+        metrics.update(retention_metrics(model, tokenizer, assets, out_dir))
     metrics["time/eval_s"] = time.perf_counter() - start
     return metrics
 
 
 def shift_metric(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: DictConfig,
                  assets: PreparedAssets, base_model: PreTrainedModel | None = None) -> dict[str, float]:
-    """shift/kl: mean token KL(base || tuned) on general prompts from the retention suite."""
-    from ragforget.evaluation.retention.suite import general_prompts
-
-    if assets.retention_dir is None:
-        return {}
-    texts = general_prompts(assets.retention_dir, cfg.eval.shift.num_texts)
-    kl = distribution_shift(model, tokenizer, texts, base_model=base_model,
+    """shift/kl: mean token KL(base || tuned) on general prompts (IFEval-style and held-out summaries)."""
+    kl = distribution_shift(model, tokenizer, assets.shift_prompts, base_model=base_model,
                             max_tokens=cfg.eval.shift.max_tokens, batch_size=cfg.eval.shift.batch_size)
     return {"shift/kl": kl}
 

@@ -46,12 +46,12 @@ def _chat_groups(tasks: list[str], apply_chat_template: bool | Literal["auto"]) 
     return groups
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """Recursively turn lm-eval's results into JSON-serializable values."""
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, (np.floating, np.integer)):
         return obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -166,10 +166,10 @@ def evaluate_retention(
     raw["suite"] = {"dir": str(task_dir), **manifest}
     primary = {name: _primary(name, metrics) for name in tasks}
     chance = {name: float(manifest["tasks"][name]["chance"]) for name in tasks}
-    result = RetentionResult(metrics=metrics, primary=primary, chance=chance, raw=_json_safe(raw))
+    result = RetentionResult(metrics=metrics, primary=primary, chance=chance, raw=json_safe(raw))
     if out_dir is not None:
         write_json(Path(out_dir) / "retention_results.json",
                    {"metrics": metrics, "primary": primary, "chance": chance, "raw": result.raw})
         for task_name, samples in samples_out.items():
-            write_jsonl(Path(out_dir) / "samples" / f"{task_name}.jsonl", _json_safe(samples))
+            write_jsonl(Path(out_dir) / "samples" / f"{task_name}.jsonl", json_safe(samples))
     return result

@@ -1,0 +1,101 @@
+"""Retention suites as swappable objects (``eval.retention._target_``).
+
+- :class:`OfflineSuite`: lm-eval tasks generated at prepare time from PyPI-packaged data (default).
+- :class:`StandardSuite`: lm-eval's own task names (mmlu, arc_challenge, ...), for users with the Hub.
+Both return a :class:`RetentionResult` with one higher-is-better primary score per task.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Literal
+
+from ragforget.errors import ConfigError
+from ragforget.evaluation.retention.runner import RetentionResult, json_safe, evaluate_retention
+from ragforget.evaluation.retention.suite import prepare_retention_suite
+from ragforget.utils.io import write_json
+from ragforget.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class OfflineSuite:
+    """The packaged suite: BIG-bench MC, cloze/GSM8K generation, IFEval-style, held-out perplexity."""
+
+    def __init__(self, tasks: Sequence[str], limit: int | None, seed: int, batch_size: int = 16,
+                 apply_chat_template: bool | Literal["auto"] = "auto", max_gen_toks: int | None = None) -> None:
+        self.tasks, self.limit, self.seed = list(tasks), limit, seed
+        self.batch_size, self.apply_chat_template, self.max_gen_toks = batch_size, apply_chat_template, max_gen_toks
+        self.task_dir: Path | None = None
+
+    def prepare(self, cache_dir: Path, heldout_summaries: Path | None) -> None:
+        if self.tasks:
+            self.task_dir = prepare_retention_suite(self.tasks, self.limit, self.seed, cache_dir, heldout_summaries)
+
+    def evaluate(self, model: Any, tokenizer: Any, out_dir: Path | None) -> RetentionResult:
+        if self.task_dir is None:
+            raise RuntimeError("OfflineSuite.prepare() must run before evaluate()")
+        return evaluate_retention(model, tokenizer, self.task_dir, self.tasks, batch_size=self.batch_size,
+                                  apply_chat_template=self.apply_chat_template, out_dir=out_dir,
+                                  max_gen_toks=self.max_gen_toks)
+
+
+class StandardSuite:
+    """lm-eval's registered tasks by name; ``primary_metrics`` names each task's headline metric.
+
+    ``include_path`` adds task YAMLs (e.g. the same tasks pointed at local files of the Hub's shape).
+    """
+
+    def __init__(self, tasks: Sequence[str], primary_metrics: Mapping[str, str], limit: int | None = None,
+                 batch_size: int = 16, apply_chat_template: bool = False, num_fewshot: int | None = None,
+                 include_path: str | None = None) -> None:
+        missing = [t for t in tasks if t not in primary_metrics]
+        if missing:
+            raise ConfigError("eval.retention.primary_metrics", f"no primary metric for {missing}",
+                              "map every task to the metric that goes into the macro average")
+        self.tasks, self.primary_metrics, self.limit = list(tasks), dict(primary_metrics), limit
+        self.batch_size, self.apply_chat_template, self.num_fewshot = batch_size, apply_chat_template, num_fewshot
+        self.include_path = include_path
+
+    def prepare(self, cache_dir: Path, heldout_summaries: Path | None) -> None:
+        """Nothing to build: lm-eval fetches its datasets from the Hub when the tasks load."""
+
+    def evaluate(self, model: Any, tokenizer: Any, out_dir: Path | None) -> RetentionResult:
+        from lm_eval.evaluator import evaluate
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager, get_task_dict
+
+        manager = TaskManager(include_path=self.include_path)
+        task_dict = get_task_dict(self.tasks, manager)
+        if self.num_fewshot is not None:
+            for task in task_dict.values():
+                task.set_config(key="num_fewshot", value=self.num_fewshot)
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=self.batch_size, softmax_dtype="float32")
+        start = time.perf_counter()
+        results = evaluate(lm=lm, task_dict=task_dict, limit=self.limit, apply_chat_template=self.apply_chat_template)
+        assert results is not None
+        metrics: dict[str, float] = {}
+        for task, values in results["results"].items():
+            for key, value in values.items():
+                metric, _, filt = key.partition(",")
+                if isinstance(value, (int, float)) and not metric.endswith("_stderr") and metric != "alias":
+                    metrics[f"{task}/{metric}" if filt in ("", "none") else f"{task}/{metric}/{filt}"] = float(value)
+        primary = {}
+        for task in self.tasks:
+            name = f"{task}/{self.primary_metrics[task]}"
+            if name not in metrics:
+                raise ConfigError(f"eval.retention.primary_metrics.{task}",
+                                  f"lm-eval reported no '{self.primary_metrics[task]}'",
+                                  f"it reported {sorted(k for k in metrics if k.startswith(task + '/'))}")
+            primary[task] = metrics[name]
+        raw = {"results": results["results"], "configs": results.get("configs", {}),
+               "versions": results.get("versions", {}), "lm_eval_version": version("lm_eval"),
+               "seconds": time.perf_counter() - start, "limit": self.limit}
+        result = RetentionResult(metrics=metrics, primary=primary, chance={}, raw=json_safe(raw))
+        if out_dir is not None:
+            write_json(Path(out_dir) / "retention_results.json",
+                       {"metrics": metrics, "primary": primary, "raw": result.raw})
+        return result
