@@ -13,7 +13,7 @@ class InputKL(LossTerm):
 
     needs_reference = True
 
-    def __init__(self, weight: float = 0.5, direction: KLDirection = "forward", chunk_size: int = 256) -> None:
+    def __init__(self, weight: float = 0.5, direction: KLDirection = "forward", chunk_size: int = 64) -> None:
         super().__init__(weight)
         self.direction = direction
         self.chunk_size = chunk_size
