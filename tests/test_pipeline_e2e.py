@@ -104,3 +104,14 @@ def test_interrupted_run_resumes_into_the_same_mlflow_run(tmp_path: Path, monkey
     assert resumed_steps[0] == 2, "training continues from the step-2 checkpoint, not from scratch"
     second = run_of(cfg, workdir)
     assert second.info.run_id == first.info.run_id and second.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("retriever", ["oracle", "none"])
+def test_other_retrievers_run_end_to_end(tmp_path: Path, retriever: str) -> None:
+    cfg = tiny_config(tmp_path, f"retriever={retriever}", "trainer.max_steps=2")
+    metrics = run_job(cfg, tmp_path / "job")
+    if retriever == "oracle":  # the gold passage is always among the top k
+        assert metrics["retrieval/recall_at_2"] >= 5 / 6  # answer-in-passage: a rare SQuAD span ends mid-word
+    else:  # closed book: no passages, no recall
+        assert not any(name.startswith("retrieval/") for name in metrics)
+    assert run_of(cfg, tmp_path / "job").data.tags["retriever"] == retriever
