@@ -74,6 +74,9 @@ def test_base_method_evaluates_the_starting_model_without_training(tmp_path: Pat
     assert "time/train_s" not in metrics
     assert metrics["odqa/acc"] == metrics["base/odqa/acc"]
     assert not (tmp_path / "job" / "checkpoint" / "adapter").exists()
+    client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
+    run_id = run_of(cfg, tmp_path / "job").info.run_id
+    assert "eval/predictions.jsonl" in {a.path for a in client.list_artifacts(run_id, "eval")}
 
 
 def test_interrupted_run_resumes_into_the_same_mlflow_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -72,20 +72,29 @@ class Job:
         self.cfg = cfg
         self.workdir = workdir
         self.assets: PreparedAssets | None = None
+        self.retrieved: dict[str, dict[str, list[str]]] = {}
+        self.base_eval_dir: Path | None = None
+
+    def examples(self, split: str, records: list[dict[str, Any]], tokenizer: Any) -> list[RagExample]:
+        """Retrieve passages for ``records`` of ``split`` (cached) and build their prompts."""
+        assets = self.assets
+        assert assets is not None
+        self.retrieved[split] = retrieve(self.cfg, self.retriever, records, split, assets.splits[split],
+                                         assets.corpus_path, assets.cache_dir, self.corpus_hash)
+        prompt = hydra.utils.instantiate(self.cfg.prompt)
+        return build_examples(records, self.retrieved[split], self.corpus_by_id, prompt, tokenizer)
 
     def eval_examples(self, tokenizer: Any) -> tuple[list[RagExample], dict[str, float]]:
-        """Retrieval-augmented prompts for the fixed evaluation questions, and retrieval recall."""
+        """Prompts for the fixed evaluation questions (same for every run), and retrieval recall."""
         cfg, assets = self.cfg, self.assets
         assert assets is not None
         split = cfg.dataset.eval_split
         records = seeded_subset(load_qa(assets.splits[split]), cfg.eval.odqa.max_questions, cfg.eval.odqa.seed)
-        retrieved = retrieve(cfg, self.retriever, records, split, assets.splits[split], assets.corpus_path,
-                             assets.cache_dir, self.corpus_hash)
-        recall = retrieval_recall(retrieved, records, self.corpus_by_id)
-        prompt = hydra.utils.instantiate(cfg.prompt)
-        return build_examples(records, retrieved, self.corpus_by_id, prompt, tokenizer), recall
+        examples = self.examples(split, records, tokenizer)
+        return examples, retrieval_recall(self.retrieved[split], records, self.corpus_by_id)
 
     def train_examples(self, tokenizer: Any) -> list[RagExample]:
+        """Prompts for a seeded subset of the training split."""
         cfg, assets = self.cfg, self.assets
         assert assets is not None
         split = cfg.dataset.train_split
@@ -93,10 +102,7 @@ class Job:
             raise ConfigError("dataset.train_split", f"dataset '{cfg.dataset.name}' has no training split",
                               "use it for evaluation with method=base, or pick another dataset")
         records = seeded_subset(load_qa(assets.splits[split]), cfg.train.max_examples, cfg.seed)
-        retrieved = retrieve(cfg, self.retriever, records, split, assets.splits[split], assets.corpus_path,
-                             assets.cache_dir, self.corpus_hash)
-        prompt = hydra.utils.instantiate(cfg.prompt)
-        return build_examples(records, retrieved, self.corpus_by_id, prompt, tokenizer)
+        return self.examples(split, records, tokenizer)
 
     def base_metrics(self, examples: list[RagExample]) -> dict[str, float]:
         """The starting model's metrics, cached per (model, data, retrieval, prompt, eval config)."""
@@ -110,6 +116,7 @@ class Job:
             "questions": [(ex.id, ex.doc_ids) for ex in examples],
         })
         path = assets.cache_dir / "base_eval" / key / "metrics.json"
+        self.base_eval_dir = path.parent
         if path.exists():
             log.info("reusing cached base-model evaluation %s", path.parent)
             return dict(read_json(path))
@@ -153,15 +160,17 @@ class Job:
         base = self.base_metrics(examples)
         model, tokenizer, _ = load_checkpoint_folder(checkpoint, assets.cache_dir)
         if (checkpoint / "adapter").exists() or (checkpoint / "model").exists():
-            metrics = evaluate_model(model, tokenizer, cfg, examples, assets, out_dir=self.workdir / "eval")
+            eval_dir = self.workdir / "eval"
+            metrics = evaluate_model(model, tokenizer, cfg, examples, assets, out_dir=eval_dir)
             base_model = None if has_adapters(model) else load_model(assets.model_path, cfg.model.dtype)
             metrics.update(shift_metric(model, tokenizer, cfg, assets, base_model=base_model))
-        else:
+        else:  # the starting model itself: its (cached) evaluation is this run's
             metrics = dict(base)
+            eval_dir = self.base_eval_dir
         metrics = with_deltas({**metrics, **timings, **{f"retrieval/{k}": v for k, v in recall.items()}}, base)
         tracked.log_metrics(metrics)
         write_json(self.workdir / "metrics.json", metrics)
-        for path, name in ((self.workdir / "eval", "eval"), (checkpoint, "checkpoint")):
+        for path, name in ((eval_dir, "eval"), (checkpoint, "checkpoint")):
             tracked.log_artifact(path, name)
         return metrics
 
