@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import lm_eval
+import torch
 import pytest
 import yaml
 
@@ -58,3 +59,21 @@ def test_eval_standard_composes_lm_eval_task_names() -> None:
     cfg = compose_config(["eval=standard"])
     assert cfg.eval.retention.tasks == ["mmlu", "arc_challenge", "hellaswag", "ifeval", "gsm8k"]
     assert cfg.eval.odqa.max_questions == compose_config([]).eval.odqa.max_questions
+
+
+class _Vocab:
+    """Just enough of a model for fit_batch_to_vocab: an output embedding of some vocabulary size."""
+
+    def __init__(self, vocab: int) -> None:
+        self.weight = torch.empty(vocab, 1)
+
+    def get_output_embeddings(self) -> _Vocab:
+        return self
+
+
+def test_retention_batch_shrinks_for_large_vocabularies() -> None:
+    from ragforget.evaluation.retention.suites import fit_batch_to_vocab
+
+    assert fit_batch_to_vocab(_Vocab(49152), 16) == 16    # SmolLM2: 16 x 1024 x 49k x 8 B = 6 GiB
+    assert fit_batch_to_vocab(_Vocab(262144), 16) == 3    # Gemma 3: a batch of 16 was OOM-killed at 23 GB
+    assert fit_batch_to_vocab(_Vocab(10**9), 16) == 1

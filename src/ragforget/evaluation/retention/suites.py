@@ -22,6 +22,22 @@ from ragforget.utils.logging import get_logger
 log = get_logger(__name__)
 
 
+# lm-eval scores a log-likelihood batch as one [batch, tokens, vocab] fp32 log-softmax (plus the
+# logits): with Gemma 3's 262k vocabulary a batch of 16 needed 23 GB here and was killed.
+LOGIT_BUDGET_BYTES = 6 * 2**30
+ASSUMED_TOKENS_PER_ROW = 1024
+
+
+def fit_batch_to_vocab(model: Any, requested: int) -> int:
+    """Largest batch <= ``requested`` whose fp32 logits and log-softmax stay within the budget."""
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    per_row = vocab * ASSUMED_TOKENS_PER_ROW * 4 * 2
+    fitted = max(1, min(requested, LOGIT_BUDGET_BYTES // per_row))
+    if fitted < requested:
+        log.info("retention batch size %d -> %d for a %d-token vocabulary (memory budget)", requested, fitted, vocab)
+    return fitted
+
+
 class OfflineSuite:
     """The packaged suite: BIG-bench MC, cloze/GSM8K generation, IFEval-style, held-out perplexity."""
 
@@ -38,7 +54,8 @@ class OfflineSuite:
     def evaluate(self, model: Any, tokenizer: Any, out_dir: Path | None) -> RetentionResult:
         if self.task_dir is None:
             raise RuntimeError("OfflineSuite.prepare() must run before evaluate()")
-        return evaluate_retention(model, tokenizer, self.task_dir, self.tasks, batch_size=self.batch_size,
+        return evaluate_retention(model, tokenizer, self.task_dir, self.tasks,
+                                  batch_size=fit_batch_to_vocab(model, self.batch_size),
                                   apply_chat_template=self.apply_chat_template, out_dir=out_dir,
                                   max_gen_toks=self.max_gen_toks)
 
@@ -73,7 +90,8 @@ class StandardSuite:
         if self.num_fewshot is not None:
             for task in task_dict.values():
                 task.set_config(key="num_fewshot", value=self.num_fewshot)
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=self.batch_size, softmax_dtype="float32")
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=fit_batch_to_vocab(model, self.batch_size),
+                  softmax_dtype="float32")
         start = time.perf_counter()
         results = evaluate(lm=lm, task_dict=task_dict, limit=self.limit, apply_chat_template=self.apply_chat_template)
         assert results is not None
