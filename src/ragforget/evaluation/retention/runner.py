@@ -133,6 +133,10 @@ def evaluate_retention(
     raw: dict[str, Any] = {"results": {}, "configs": {}, "versions": {}, "n-samples": {}, "seconds": {},
                            "chat_template": {}}
     samples_out: dict[str, list[dict[str, Any]]] = {}
+    # "auto" means the chat template for generation tasks, if the model has one (base models such
+    # as Gemma 3 270M do not, and get raw prompts everywhere).
+    if apply_chat_template == "auto" and not getattr(tokenizer, "chat_template", None):
+        apply_chat_template = False
     for chat, names in _chat_groups(tasks, apply_chat_template).items():
         loaded = manager.load(names)
         for task_obj in loaded["tasks"].values():

@@ -54,14 +54,9 @@ class OfflineSuite:
     def evaluate(self, model: Any, tokenizer: Any, out_dir: Path | None) -> RetentionResult:
         if self.task_dir is None:
             raise RuntimeError("OfflineSuite.prepare() must run before evaluate()")
-        # "auto" means: the chat template for generation tasks, if the model has one (base models
-        # such as Gemma 3 270M do not, and get raw prompts everywhere).
-        chat = self.apply_chat_template
-        if chat == "auto" and not getattr(tokenizer, "chat_template", None):
-            chat = False
         return evaluate_retention(model, tokenizer, self.task_dir, self.tasks,
                                   batch_size=fit_batch_to_vocab(model, self.batch_size),
-                                  apply_chat_template=chat, out_dir=out_dir,
+                                  apply_chat_template=self.apply_chat_template, out_dir=out_dir,
                                   max_gen_toks=self.max_gen_toks)
 
 

@@ -7,9 +7,9 @@ Each task folder gets a two-line ``utils.py`` re-exporting these, because lm-eva
 from __future__ import annotations
 
 import re
-import string
 from typing import Any
 
+from ragforget.evaluation.metrics import normalize_answer
 from ragforget.evaluation.retention.ifeval_like import ifeval_modules
 
 _WORD_RE = re.compile(r"\w+")
@@ -33,14 +33,6 @@ def agg_inst_level_acc(items: list[list[bool]]) -> float:
     """Instruction-level accuracy: every instruction of every prompt counts once."""
     flat = [x for sub in items for x in sub]
     return sum(flat) / len(flat)
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD normalization: lowercase, drop punctuation and articles, squeeze spaces."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
 
 
 def cloze_prediction(generation: str) -> str:
