@@ -126,7 +126,7 @@ def test_method_details() -> None:
 
 
 def test_selfaug_alpha_override_reaches_the_term() -> None:
-    method = instantiate(compose_config(["method=selfaug", "method.alpha=0.3"]).method.impl)
+    method = instantiate(compose_config(["method=selfaug", "method.selfaug.alpha=0.3"]).method.impl)
     assert method.terms["input_kl"].weight == pytest.approx(0.3)
 
 

@@ -14,7 +14,8 @@ from ragforget.data.encoding import (
     encode_prompt,
 )
 from ragforget.data.prompt import RagPrompt
-from ragforget.data.rag_examples import build_examples, encode_for_generation, encode_for_training
+from ragforget.data.rag_examples import (as_training_example, build_examples, encode_for_generation,
+                                         encode_for_training)
 from ragforget.models.loading import load_tokenizer
 
 IM_END = 2
@@ -208,7 +209,7 @@ def test_build_examples_joins_retrieved_passages(tokenizer, prompt: RagPrompt) -
     assert second.doc_ids == []
     assert second.messages[1]["content"] == "Question: Closed?"
 
-    enc = encode_for_training(first, tokenizer, chat_template=True)
+    enc = encode_for_training(as_training_example(first), tokenizer, chat_template=True)
     assert tokenizer.decode(enc.answer_ids) == "The Beatles<|im_end|>"   # the first gold answer
     assert encode_for_generation(first, tokenizer, chat_template=True) == enc.prompt_ids
     plain = encode_for_generation(first, tokenizer, chat_template=False)

@@ -1,4 +1,4 @@
-"""The stages in order: prepare -> retrieve -> train -> checkpoint -> evaluate -> MLflow.
+"""The stages in order: prepare -> retrieve -> train -> checkpoint -> evaluate [-> post-hoc variants] -> MLflow.
 
 ``run_job`` is what ``run.py`` calls for every Hydra job (one MLflow run per job).
 """
@@ -17,11 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 import ragforget
 from ragforget.assets.prepare import PreparedAssets, prepare_assets
-from ragforget.data.rag_examples import RagExample, build_examples
+from ragforget.data.rag_examples import RagExample, as_training_example, build_examples
 from ragforget.data.records import corpus_fingerprint, load_corpus, load_qa
 from ragforget.errors import ConfigError
 from ragforget.evaluation.evaluate import evaluate_model, shift_metric, with_deltas
-from ragforget.methods.base import Method
+from ragforget.methods.base import Method, MethodContext, PosthocTransform
 from ragforget.models.loading import has_adapters, load_model, load_tokenizer
 from ragforget.retrieval.stage import build_retriever, retrieval_recall, retrieve
 from ragforget.tracking.mlflow_run import TrackedRun, flatten, git_commit
@@ -46,20 +46,26 @@ def seeded_subset(records: Sequence[Mapping[str, Any]], size: int | None, seed: 
     return [records[i] for i in keep]
 
 
-def start_tracking(cfg: DictConfig, workdir: Path) -> TrackedRun:
-    """Open this job's MLflow run: a new one, or the one recorded in ``workdir`` when resuming."""
-    run = TrackedRun(cfg.logger.tracking_uri, cfg.logger.experiment_name,
-                     str(Path(cfg.logger.artifact_location).resolve()))
-    id_file = workdir / RUN_ID_FILE
-    previous = id_file.read_text().strip() if id_file.exists() else None
-    tags = {"method": cfg.method.name, "model": cfg.model.name, "dataset": cfg.dataset.name,
+def run_tags(cfg: DictConfig) -> dict[str, str]:
+    """What identifies a run in MLflow searches (the report stage selects runs by these)."""
+    return {"method": cfg.method.name, "model": cfg.model.name, "dataset": cfg.dataset.name,
             "retriever": cfg.retriever.name, "seed": str(cfg.seed), "stage": cfg.stage,
             "git_commit": git_commit(Path(__file__).parent), "ragforget_version": ragforget.__version__}
-    run.start(cfg.run_name, tags, run_id=previous)
+
+
+def start_tracking(cfg: DictConfig, workdir: Path, run_name: str | None = None,
+                   extra_tags: Mapping[str, str] | None = None, extra_params: Mapping[str, Any] | None = None,
+                   id_file_name: str = RUN_ID_FILE) -> TrackedRun:
+    """Open an MLflow run for this job: a new one, or the one recorded in ``workdir`` when resuming."""
+    run = TrackedRun(cfg.logger.tracking_uri, cfg.logger.experiment_name,
+                     str(Path(cfg.logger.artifact_location).resolve()))
+    id_file = workdir / id_file_name
+    previous = id_file.read_text().strip() if id_file.exists() else None
+    run.start(run_name or cfg.run_name, {**run_tags(cfg), **(extra_tags or {})}, run_id=previous)
     id_file.write_text(str(run.run_id))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
-    run.log_params(flatten(resolved))
+    run.log_params({**flatten(resolved), **(extra_params or {})})
     return run
 
 
@@ -135,8 +141,48 @@ class Job:
         self.corpus_hash = corpus_fingerprint(self.assets.corpus_path)
         return self.assets
 
+    def method_context(self, tokenizer: Any) -> MethodContext:
+        cfg, assets = self.cfg, self.assets
+        assert assets is not None
+        model_key = {"model": OmegaConf.to_container(cfg.model, resolve=True)}
+        return MethodContext(model_path=assets.model_path, tokenizer=tokenizer,
+                             chat_template=cfg.model.chat_template, dtype=cfg.model.dtype,
+                             cache_dir=assets.cache_dir, seed=cfg.seed, max_length=cfg.train.max_length,
+                             model_key=model_key)
+
+    def train(self, method: Method, tokenizer: Any, tracked: TrackedRun) -> tuple[Any, dict[str, float]]:
+        """Stage 3: the method's data transforms and one-off setup, then the training loop."""
+        cfg, assets = self.cfg, self.assets
+        assert assets is not None
+        L.seed_everything(cfg.seed, workers=True)
+        context = self.method_context(tokenizer)
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        examples = [as_training_example(ex) for ex in self.train_examples(tokenizer)]
+        examples = method.transform_data(examples, context)
+        timings["time/method_data_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        model = build_trainable_model(cfg, assets.model_path)
+        method.setup(model, context)
+        timings["time/method_setup_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        trained = fit(cfg, model, tokenizer, method, examples, self.workdir, tracked)
+        timings["time/train_s"] = time.perf_counter() - start
+        return trained, timings
+
+    def evaluate(self, model: Any, tokenizer: Any, examples: list[RagExample], out_dir: Path) -> dict[str, float]:
+        """Stage 4: ODQA, retention and distribution shift of a trained model."""
+        cfg, assets = self.cfg, self.assets
+        assert assets is not None
+        metrics = evaluate_model(model, tokenizer, cfg, examples, assets, out_dir=out_dir)
+        base_model = None if has_adapters(model) else load_model(assets.model_path, cfg.model.dtype)
+        metrics.update(shift_metric(model, tokenizer, cfg, assets, base_model=base_model))
+        return metrics
+
     def run(self, tracked: TrackedRun) -> dict[str, Any]:
         cfg = self.cfg
+        # Built first, so bad method settings fail before any asset is fetched or model trained.
+        method: Method = hydra.utils.instantiate(cfg.method.impl)
         assets = self.prepare()
         if cfg.stage == "prepare":
             return {}
@@ -144,35 +190,65 @@ class Job:
         examples, recall = self.eval_examples(tokenizer)
         tracked.log_metrics({f"retrieval/{k}": v for k, v in recall.items()})
 
-        method: Method = hydra.utils.instantiate(cfg.method.impl)
         checkpoint = Path(cfg.checkpoint) if cfg.stage == "evaluate" else self.workdir / "checkpoint"
         timings: dict[str, float] = {}
         if cfg.stage == "all" and not checkpoint.exists():
             trained = None
             if method.trains:
-                L.seed_everything(cfg.seed, workers=True)
-                start = time.perf_counter()
-                model = build_trainable_model(cfg, assets.model_path)
-                trained = fit(cfg, model, tokenizer, method, self.train_examples(tokenizer), self.workdir, tracked)
-                timings["time/train_s"] = time.perf_counter() - start
+                trained, timings = self.train(method, tokenizer, tracked)
             save_checkpoint_folder(checkpoint, trained, tokenizer, cfg)
 
         base = self.base_metrics(examples)
         model, tokenizer, _ = load_checkpoint_folder(checkpoint, assets.cache_dir)
-        if (checkpoint / "adapter").exists() or (checkpoint / "model").exists():
+        trained_weights = (checkpoint / "adapter").exists() or (checkpoint / "model").exists()
+        if trained_weights:
             eval_dir = self.workdir / "eval"
-            metrics = evaluate_model(model, tokenizer, cfg, examples, assets, out_dir=eval_dir)
-            base_model = None if has_adapters(model) else load_model(assets.model_path, cfg.model.dtype)
-            metrics.update(shift_metric(model, tokenizer, cfg, assets, base_model=base_model))
+            metrics = self.evaluate(model, tokenizer, examples, eval_dir)
         else:  # the starting model itself: its (cached) evaluation is this run's
             metrics = dict(base)
             eval_dir = self.base_eval_dir
-        metrics = with_deltas({**metrics, **timings, **{f"retrieval/{k}": v for k, v in recall.items()}}, base)
+        retrieval = {f"retrieval/{k}": v for k, v in recall.items()}
+        metrics = with_deltas({**metrics, **timings, **retrieval}, base)
         tracked.log_metrics(metrics)
         write_json(self.workdir / "metrics.json", metrics)
         for path, name in ((eval_dir, "eval"), (checkpoint, "checkpoint")):
             tracked.log_artifact(path, name)
+        if trained_weights and method.posthoc is not None:
+            self.evaluate_variants(method.posthoc, model, tokenizer, examples, base, metrics, tracked)
         return metrics
+
+    def evaluate_variants(self, posthoc: PosthocTransform, model: Any, tokenizer: Any, examples: list[RagExample],
+                          base: dict[str, float], trained_metrics: dict[str, Any], trained: TrackedRun) -> None:
+        """Stage 5 (post-hoc methods): each variant of the trained weights is its own MLflow run.
+
+        Variant runs are nested under the trained run (``mlflow.parentRunId``) and carry its id in
+        ``trained_run_id``; the no-op variant reuses the trained run's evaluation.
+        """
+        context = self.method_context(tokenizer)
+        retrieval = {k: v for k, v in trained_metrics.items() if k.startswith("retrieval/")}
+        for variant in posthoc.variants():
+            out_dir = self.workdir / "variants" / variant.name
+            out_dir.mkdir(parents=True, exist_ok=True)
+            run = start_tracking(self.cfg, out_dir, run_name=f"{self.cfg.run_name}-{variant.name}",
+                                 extra_tags={"mlflow.parentRunId": str(trained.run_id), "variant": variant.name,
+                                             "trained_run_id": str(trained.run_id)},
+                                 extra_params=variant.params)
+            try:
+                if variant.identity:
+                    metrics = dict(trained_metrics)
+                else:
+                    with posthoc.applied(model, variant, context):
+                        metrics = self.evaluate(model, tokenizer, examples, out_dir / "eval")
+                    metrics = with_deltas({**metrics, **retrieval}, base)
+                log.info("variant %s: %s", variant.name,
+                         {k: round(v, 4) for k, v in metrics.items() if k.startswith(("odqa/", "retention/macro"))})
+                run.log_metrics(metrics)
+                write_json(out_dir / "metrics.json", metrics)
+                run.log_artifact(out_dir / "eval", "eval")
+            except BaseException as exc:
+                run.finish("FAILED", error=f"{type(exc).__name__}: {exc}")
+                raise
+            run.finish("FINISHED")
 
 
 def run_job(cfg: DictConfig, workdir: Path) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
@@ -42,11 +42,31 @@ def build_examples(records: Sequence[Mapping[str, Any]], retrieved: Mapping[str,
     return examples
 
 
-def encode_for_training(example: RagExample, tokenizer: PreTrainedTokenizerBase,
+@dataclass
+class TrainingExample:
+    """One prompt/target pair as training sees it: a RAG question, or a general conversation mixed in.
+
+    ``golden_answers`` lets data transforms check a rewritten target (empty for general data).
+    """
+
+    id: str
+    messages: list[Message]
+    plain_text: str
+    target: str
+    golden_answers: list[str] = field(default_factory=list)
+    source: str = "rag"
+
+
+def as_training_example(example: RagExample) -> TrainingExample:
+    """A RAG example trained on its first gold answer."""
+    return TrainingExample(id=example.id, messages=example.messages, plain_text=example.plain_text,
+                           target=example.golden_answers[0], golden_answers=list(example.golden_answers))
+
+
+def encode_for_training(example: TrainingExample, tokenizer: PreTrainedTokenizerBase,
                         chat_template: bool) -> Encoded:
-    """Encode an example with its first gold answer as the target."""
-    return encode_example(tokenizer, example.messages, example.golden_answers[0], chat_template,
-                          example.plain_text)
+    """Prompt ids and target ids (target + end-of-turn)."""
+    return encode_example(tokenizer, example.messages, example.target, chat_template, example.plain_text)
 
 
 def encode_for_generation(example: RagExample, tokenizer: PreTrainedTokenizerBase,

@@ -1,20 +1,34 @@
 """The contract every training method follows.
 
-A method never changes the training loop. It contributes:
-- loss terms (added to the answer NLL), each a small ``LossTerm`` module,
-- and in later extensions a data transform or an optimizer factory.
-The loop computes reference logits only if some term asks for them.
+A method never changes the training loop. It contributes any of four kinds of parts:
+- loss terms, added to the answer NLL (``LossTerm``; e.g. selfaug, output_kl, l2sp, ewc);
+- data transforms, applied to the training examples before training (``DataTransform``; replay, sdft);
+- an optimizer factory (``optimizer``; mofo), AdamW when absent;
+- a post-hoc weight transform, evaluated after training as extra runs (``PosthocTransform``; wise_ft).
+Methods compose by merging their configs (``method=[selfaug,replay]``): each part is keyed by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ragforget.errors import ConfigError
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]  # (params, lr=, weight_decay=) -> optimizer
+
+
+def require(condition: bool, key: str, problem: str, hint: str = "") -> None:
+    """Raise ConfigError naming ``key`` unless ``condition`` holds (method settings are checked at build)."""
+    if not condition:
+        raise ConfigError(key, problem, hint)
 
 
 @dataclass
@@ -27,17 +41,35 @@ class StepTensors:
     model: nn.Module
 
 
+@dataclass
+class MethodContext:
+    """Run facts a method's parts may need besides the batch; set once per run."""
+
+    model_path: str          # the materialized starting model
+    tokenizer: Any           # PreTrainedTokenizerBase
+    chat_template: bool
+    dtype: str
+    cache_dir: Path
+    seed: int
+    max_length: int | None = None
+    model_key: dict[str, Any] = field(default_factory=dict)  # what identifies the model in cache keys
+
+
 class LossTerm(nn.Module):
-    """One weighted addend of the training loss. Subclasses implement ``value``."""
+    """One weighted addend of the training loss. Subclasses implement ``value``.
+
+    ``weight_key`` is the config key users set for the weight, so a bad value is reported there.
+    """
 
     needs_reference: bool = False
 
-    def __init__(self, weight: float) -> None:
+    def __init__(self, weight: float, weight_key: str = "weight") -> None:
         super().__init__()
-        if weight < 0:
-            raise ConfigError(f"method.terms.<{type(self).__name__}>.weight",
-                              f"must be >= 0, got {weight}")
+        require(weight >= 0, weight_key, f"must be >= 0, got {weight}")
         self.weight = float(weight)
+
+    def setup(self, model: nn.Module, context: MethodContext) -> None:
+        """Called once before training, on the model about to be trained (snapshots, Fisher, ...)."""
 
     def value(self, step: StepTensors) -> torch.Tensor:
         raise NotImplementedError
@@ -46,18 +78,74 @@ class LossTerm(nn.Module):
         return self.weight * self.value(step)
 
 
-class Method:
-    """A named bundle of loss terms; ``trains=False`` evaluates the starting model as is."""
+class DataTransform:
+    """Rewrites the training examples before training (mixing, rewriting); must be deterministic."""
 
-    def __init__(self, name: str, terms: Mapping[str, LossTerm] | None = None, trains: bool = True) -> None:
+    def __call__(self, examples: list[Any], context: MethodContext) -> list[Any]:
+        raise NotImplementedError
+
+
+@dataclass
+class Variant:
+    """One post-hoc setting evaluated as its own run: a label, its params, and whether it is a no-op."""
+
+    name: str
+    params: dict[str, Any]
+    identity: bool = False  # the trained model itself: its evaluation can be reused
+
+
+class PosthocTransform:
+    """Changes trained weights at evaluation time, once per variant, without retraining."""
+
+    def variants(self) -> Sequence[Variant]:
+        raise NotImplementedError
+
+    def applied(self, model: nn.Module, variant: Variant, context: MethodContext) -> AbstractContextManager[None]:
+        """A context inside which ``model`` behaves as the variant; the trained weights come back after."""
+        raise NotImplementedError
+
+
+class Method:
+    """A named bundle of parts; ``trains=False`` evaluates the starting model as is."""
+
+    def __init__(self, name: str, terms: Mapping[str, LossTerm] | None = None,
+                 transforms: Mapping[str, DataTransform] | None = None,
+                 optimizer: OptimizerFactory | None = None, posthoc: PosthocTransform | None = None,
+                 trains: bool = True) -> None:
         self.name = name
         self.terms = dict(terms or {})
+        self.transforms = dict(transforms or {})
+        self.optimizer: OptimizerFactory = optimizer or partial(torch.optim.AdamW)
+        self.posthoc = posthoc
         self.trains = trains
-        for key, term in self.terms.items():
-            if not isinstance(term, LossTerm):
-                raise ConfigError(f"method.terms.{key}", f"is a {type(term).__name__}, not a LossTerm",
-                                  "its _target_ must point to a LossTerm subclass")
+        _check_types("method.impl.terms", self.terms, LossTerm)
+        _check_types("method.impl.transforms", self.transforms, DataTransform)
+        if posthoc is not None and not isinstance(posthoc, PosthocTransform):
+            raise ConfigError("method.impl.posthoc", f"is a {type(posthoc).__name__}, not a PosthocTransform")
 
     @property
     def needs_reference(self) -> bool:
         return any(term.needs_reference for term in self.terms.values())
+
+    def transform_data(self, examples: list[Any], context: MethodContext) -> list[Any]:
+        """Apply the data transforms in config order."""
+        for transform in self.transforms.values():
+            examples = transform(examples, context)
+        return examples
+
+    def setup(self, model: nn.Module, context: MethodContext) -> None:
+        """One-off preparation of every loss term (before the first step)."""
+        for term in self.terms.values():
+            term.setup(model, context)
+
+
+def _check_types(key: str, parts: Mapping[str, Any], kind: type) -> None:
+    for name, part in parts.items():
+        if not isinstance(part, kind):
+            raise ConfigError(f"{key}.{name}", f"is a {type(part).__name__}, not a {kind.__name__}",
+                              f"its _target_ must point to a {kind.__name__} subclass")
+
+
+def parameters_to_train(model: nn.Module) -> Iterable[nn.Parameter]:
+    """The parameters the optimizer updates (LoRA adapters, or everything for full fine-tuning)."""
+    return [p for p in model.parameters() if p.requires_grad]

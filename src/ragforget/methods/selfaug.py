@@ -4,21 +4,37 @@ from __future__ import annotations
 
 import torch
 
-from ragforget.methods.base import LossTerm, StepTensors
+from ragforget.methods.base import LossTerm, StepTensors, require
 from ragforget.methods.losses import KLDirection, masked_kl, prompt_positions
 
 
-class InputKL(LossTerm):
-    """alpha * mean over real prompt positions of KL(p0 || p) (or KL(p || p0) with ``reverse``)."""
+class PositionKL(LossTerm):
+    """weight * mean over selected positions of KL(p0 || p) (or KL(p || p0) with ``reverse``).
+
+    Subclasses choose the positions; the KL machinery (chunked, gradient formed in forward) is shared.
+    """
 
     needs_reference = True
 
-    def __init__(self, weight: float = 0.5, direction: KLDirection = "forward", chunk_size: int = 64) -> None:
-        super().__init__(weight)
+    def __init__(self, weight: float = 0.5, direction: KLDirection = "forward", chunk_size: int = 64,
+                 weight_key: str = "weight") -> None:
+        super().__init__(weight, weight_key)
+        require(direction in ("forward", "reverse"), weight_key.rsplit(".", 1)[0] + ".direction",
+                f"must be 'forward' or 'reverse', got {direction!r}")
         self.direction = direction
         self.chunk_size = chunk_size
 
+    def positions(self, step: StepTensors) -> torch.Tensor:
+        raise NotImplementedError
+
     def value(self, step: StepTensors) -> torch.Tensor:
         assert step.reference_logits is not None
-        mask = prompt_positions(step.batch["labels"], step.batch["attention_mask"])
-        return masked_kl(step.logits, step.reference_logits, mask, self.direction, self.chunk_size)
+        return masked_kl(step.logits, step.reference_logits, self.positions(step), self.direction,
+                         self.chunk_size)
+
+
+class InputKL(PositionKL):
+    """SelfAug: the KL over the real prompt (context) positions."""
+
+    def positions(self, step: StepTensors) -> torch.Tensor:
+        return prompt_positions(step.batch["labels"], step.batch["attention_mask"])

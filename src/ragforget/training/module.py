@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
-from ragforget.methods.base import Method, StepTensors
+from ragforget.methods.base import Method, StepTensors, parameters_to_train
 from ragforget.methods.losses import answer_nll
 from ragforget.training.reference import ReferenceModel
 
@@ -44,8 +44,8 @@ class RagFineTuner(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = self.method.optimizer(parameters_to_train(self.model), lr=self.lr,
+                                          weight_decay=self.weight_decay)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         scheduler = get_cosine_schedule_with_warmup(optimizer, int(self.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ragforget.data.rag_examples import RagExample, encode_for_training
+from ragforget.data.rag_examples import TrainingExample, encode_for_training
 from ragforget.methods.base import Method
 from ragforget.models.loading import attach_lora, load_model
 from ragforget.tracking.curves import MlflowCurves
@@ -33,8 +33,8 @@ def build_trainable_model(cfg: DictConfig, model_path: str) -> PreTrainedModel:
 
 
 def fit(cfg: DictConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, method: Method,
-        examples: Sequence[RagExample], workdir: Path, run: TrackedRun | None) -> PreTrainedModel:
-    """Train ``model`` in place with the method's loss terms; returns it."""
+        examples: Sequence[TrainingExample], workdir: Path, run: TrackedRun | None) -> PreTrainedModel:
+    """Train ``model`` in place with the method's loss terms and optimizer; returns it."""
     encoded = [encode_for_training(ex, tokenizer, cfg.model.chat_template) for ex in examples]
     datamodule = RagDataModule(encoded, cfg.train.batch_size, tokenizer.pad_token_id,
                                cfg.train.max_length, seed=cfg.seed)
