@@ -32,7 +32,7 @@ test-fast: install
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 bench: install
-	$(PY) bench/step_cost.py $(ARGS)
+	$(PY) bench/method_cost.py $(ARGS)
 
 dashboard: install
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000

@@ -109,6 +109,14 @@ def test_collate_max_length_cuts_prompt_from_left() -> None:
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1]]
 
 
+def test_collate_max_length_cuts_a_long_target_from_the_right() -> None:
+    # window 6: the prompt keeps min(4, 6 // 2) = 3 tokens from the left cut, the target the first 3.
+    ex = Encoded(prompt_ids=[10, 11, 12, 13], answer_ids=[20, 21, 22, 23, 24, IM_END])
+    batch = collate_for_training([ex], pad_id=IM_END, max_length=6)
+    assert batch["input_ids"].tolist() == [[11, 12, 13, 20, 21, 22]]
+    assert batch["labels"].tolist() == [[IGNORE_INDEX] * 3 + [20, 21, 22]]
+
+
 def test_collate_max_length_leaves_short_examples_alone() -> None:
     short = Encoded(prompt_ids=[10, 11], answer_ids=[20, IM_END])
     long = Encoded(prompt_ids=[30, 31, 32, 33, 34], answer_ids=[40, IM_END])

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from ragforget.data.encoding import IGNORE_INDEX as IGN
+from ragforget.errors import ConfigError
 from ragforget.methods.base import Method, StepTensors
 from ragforget.methods.losses import answer_nll, answer_positions, masked_kl, prompt_positions
+from ragforget.methods.output_kl import OutputKL
 from ragforget.methods.selfaug import InputKL
 
 LN = math.log
@@ -116,9 +118,28 @@ def test_input_kl_term_weights_the_prompt_kl() -> None:
     assert InputKL(weight=0.5, direction="reverse")(step).item() == pytest.approx(0.5 * REVERSE_KL / 2, abs=1e-6)
 
 
+def test_output_kl_reads_answer_positions_where_input_kl_reads_the_prompt() -> None:
+    # labels [IGN, 1, 1]: position 0 predicts an answer token, position 1 too, position 2 is last.
+    # Output KL averages positions 0 and 1: (FORWARD_KL + 0) / 2.
+    # Input KL averages the prompt position 0 only: FORWARD_KL.
+    policy, reference = _pair()
+    batch = {"input_ids": torch.zeros(1, 3, dtype=torch.long), "attention_mask": torch.ones(1, 3, dtype=torch.long),
+             "labels": torch.tensor([[IGN, 1, 1]])}
+    step = StepTensors(batch=batch, logits=policy, reference_logits=reference, model=torch.nn.Identity())
+    assert OutputKL(weight=2.0)(step).item() == pytest.approx(2.0 * FORWARD_KL / 2, abs=1e-6)
+    assert OutputKL(weight=1.0, direction="reverse")(step).item() == pytest.approx(REVERSE_KL / 2, abs=1e-6)
+    assert InputKL(weight=1.0)(step).item() == pytest.approx(FORWARD_KL, abs=1e-6)
+    assert OutputKL().needs_reference
+
+
 def test_negative_weight_is_rejected_naming_the_key() -> None:
-    with pytest.raises(Exception, match="weight"):
-        InputKL(weight=-1.0)
+    with pytest.raises(ConfigError, match="method.selfaug.alpha"):
+        InputKL(weight=-1.0, weight_key="method.selfaug.alpha")
+
+
+def test_unknown_direction_is_rejected_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match="method.output_kl.direction"):
+        OutputKL(direction="sideways", weight_key="method.output_kl.beta")  # type: ignore[arg-type]
 
 
 def test_method_requires_reference_only_for_kl_terms() -> None:

@@ -168,7 +168,7 @@ class Job:
         start = time.perf_counter()
         trained = fit(cfg, model, tokenizer, method, examples, self.workdir, tracked)
         timings["time/train_s"] = time.perf_counter() - start
-        return trained, timings
+        return trained, {**timings, **context.metrics}
 
     def evaluate(self, model: Any, tokenizer: Any, examples: list[RagExample], out_dir: Path) -> dict[str, float]:
         """Stage 4: ODQA, retention and distribution shift of a trained model."""

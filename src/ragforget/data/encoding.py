@@ -65,15 +65,16 @@ def collate_for_training(examples: Sequence[Encoded], pad_id: int, max_length: i
     """Right-padded batch with labels on answer positions and attention_mask from lengths.
 
     If an example exceeds ``max_length`` its prompt is cut from the left (the question and the
-    answer cue at the end of the prompt are what the answer depends on most); a target longer than
-    half the window is first cut from the right.
+    answer cue at the end of the prompt are what the answer depends on most); a target too long to
+    leave the prompt half the window is cut from the right.
     """
     rows = []
     for ex in examples:
         prompt, answer = ex.prompt_ids, ex.answer_ids
         if max_length is not None and len(prompt) + len(answer) > max_length:
-            # Long targets (general conversations) lose their tail first, down to half the window.
-            answer = answer[:max(max_length - len(prompt), max_length // 2)]
+            # The prompt keeps up to half the window, so a long target (a general conversation)
+            # loses its tail rather than leaving the model no request to answer.
+            answer = answer[:max_length - min(len(prompt), max_length // 2)]
             prompt = prompt[max(len(prompt) + len(answer) - max_length, 0):]
         rows.append((prompt, answer))
     width = max(len(p) + len(a) for p, a in rows)

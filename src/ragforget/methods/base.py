@@ -53,6 +53,7 @@ class MethodContext:
     seed: int
     max_length: int | None = None
     model_key: dict[str, Any] = field(default_factory=dict)  # what identifies the model in cache keys
+    metrics: dict[str, float] = field(default_factory=dict)    # one-off figures parts report (MLflow)
 
 
 class LossTerm(nn.Module):
