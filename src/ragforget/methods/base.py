@@ -117,6 +117,9 @@ class Method:
         self.terms = dict(terms or {})
         self.transforms = dict(transforms or {})
         self.optimizer: OptimizerFactory = optimizer or partial(torch.optim.AdamW)
+        # A partial defers the optimizer's own checks to configure_optimizers; build it once on a dummy
+        # parameter now, so bad settings (e.g. method.mofo.fraction=0) fail before any work starts.
+        self.optimizer([nn.Parameter(torch.zeros(1))], lr=0.0, weight_decay=0.0)
         self.posthoc = posthoc
         self.trains = trains
         _check_types("method.impl.terms", self.terms, LossTerm)
