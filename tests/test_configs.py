@@ -22,7 +22,7 @@ from ragforget.retrieval.dense import DenseRetriever
 from ragforget.retrieval.oracle import OracleRetriever
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ["model", "dataset", "retriever", "method", "trainer", "eval", "logger", "paths", "experiment"]
+GROUPS = ["model", "dataset", "retriever", "general_data", "method", "trainer", "eval", "logger", "paths", "experiment"]
 
 # Options whose config has a mandatory (???) value the user must supply on the command line.
 REQUIRED_OVERRIDES: dict[str, list[str]] = {

@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ragforget.data.hf_loading import absolute_local, load_split, local_files, plain
 from ragforget.data.records import cached_splits, make_qa_record, write_splits
-from ragforget.errors import AssetError, ConfigError, DataError
+from ragforget.errors import ConfigError, DataError
 from ragforget.utils.hashing import sha256_file, stable_hash
 from ragforget.utils.logging import get_logger
 
@@ -104,38 +105,6 @@ def map_rows(rows: Sequence[Mapping[str, Any]], *, prefix: str, question_field: 
     return records
 
 
-def _plain(value: Any) -> Any:
-    """Hydra hands over DictConfig/ListConfig; datasets and json want plain containers."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _absolute_local(data_files: Any) -> Any:
-    """Make local data file paths absolute (``datasets`` resolves relative ones against the CWD)."""
-    if isinstance(data_files, str):
-        candidate = Path(data_files).expanduser()
-        return str(candidate.resolve()) if candidate.exists() else data_files
-    if isinstance(data_files, list):
-        return [_absolute_local(item) for item in data_files]
-    if isinstance(data_files, dict):
-        return {key: _absolute_local(item) for key, item in data_files.items()}
-    return data_files
-
-
-def _local_files(data_files: Any) -> list[str]:
-    """Every existing local path named in ``data_files`` (their content belongs in the cache key)."""
-    if isinstance(data_files, str):
-        return [data_files] if Path(data_files).exists() else []
-    if isinstance(data_files, list):
-        return [path for item in data_files for path in _local_files(item)]
-    if isinstance(data_files, dict):
-        return [path for item in data_files.values() for path in _local_files(item)]
-    return []
-
-
 class HubQA:
     """A QA set loaded with ``datasets.load_dataset`` and mapped into the QA schema, split by split."""
 
@@ -149,15 +118,15 @@ class HubQA:
         self.name = name
         self.path = path
         self.config_name = config_name
-        self.splits = {str(ours): str(theirs) for ours, theirs in _plain(splits).items()}
+        self.splits = {str(ours): str(theirs) for ours, theirs in plain(splits).items()}
         self.question_field = question_field
         self.answers_field = answers_field
-        self.answer_keys = _plain(answer_keys) if answer_keys else None
+        self.answer_keys = plain(answer_keys) if answer_keys else None
         self.id_field = id_field
-        self.data_files = _absolute_local(_plain(data_files))
+        self.data_files = absolute_local(plain(data_files))
         self.revision = revision
-        self.max_size = _plain(max_size)
-        self.metadata_fields = list(_plain(metadata_fields))
+        self.max_size = plain(max_size)
+        self.metadata_fields = list(plain(metadata_fields))
         self.seed = int(seed)
 
     def split_max_size(self, split: str) -> int | None:
@@ -169,7 +138,7 @@ class HubQA:
     def cache_key(self) -> str:
         """Hash of the loading and mapping parameters, plus the content of any local data files."""
         params = {key: value for key, value in vars(self).items() if key != "name"}
-        params["local_files"] = {path: sha256_file(path) for path in _local_files(self.data_files)}
+        params["local_files"] = {path: sha256_file(path) for path in local_files(self.data_files)}
         params["format"] = FORMAT_VERSION
         return stable_hash(params)
 
@@ -177,28 +146,9 @@ class HubQA:
         return Path(cache_dir) / "data" / f"{self.name}-{self.cache_key()}"
 
     def load_rows(self, hub_split: str, cache_dir: Path) -> list[dict[str, Any]]:
-        """Load one hub split as a list of row dicts, turning loader failures into AssetError."""
-        from ragforget.env import apply_defaults
-
-        apply_defaults()
-        import datasets  # imported late: its offline switches are read at import time
-
-        kwargs: dict[str, Any] = {"split": hub_split, "cache_dir": str(Path(cache_dir) / "hf_datasets")}
-        if self.config_name:
-            kwargs["name"] = self.config_name
-        if self.data_files is not None:
-            kwargs["data_files"] = self.data_files
-        if self.revision:
-            kwargs["revision"] = self.revision
-        try:
-            dataset = datasets.load_dataset(self.path, **kwargs)
-        except Exception as exc:  # the loader raises many types (network, missing split, bad file)
-            raise AssetError(
-                f"could not load dataset '{self.path}' (config {self.config_name}, split {hub_split}): "
-                f"{type(exc).__name__}: {str(exc)[:400]} (the Hub needs network access and HF_HUB_OFFLINE=0; "
-                "offline, set dataset.qa.path=json and dataset.qa.data_files to local files of the same shape)"
-            ) from exc
-        return dataset.to_list()
+        """Load one hub split as a list of row dicts."""
+        return load_split(self.path, hub_split, cache_dir, "dataset.qa", name=self.config_name,
+                          data_files=self.data_files, revision=self.revision).to_list()
 
     def build(self, rows_by_split: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
         """Pure: ``{our split: hub rows}`` -> ``{our split: QA records}``, capped by ``max_size``."""
