@@ -28,11 +28,11 @@ import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import hydra  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from ragforget.conf_resolvers import register_resolvers  # noqa: E402
+from ragforget.utils.instantiate import instantiate  # noqa: E402
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 METHODS = ["sft", "selfaug", "output_kl", "replay", "sdft", "l2sp", "ewc", "orthogonal", "mofo", "wise_ft"]
@@ -103,7 +103,7 @@ class Bench:
         from ragforget.training.module import RagFineTuner
 
         mcfg = compose_cfg([f"model={self.cfg.model.name}", f"method={method_name}"])
-        method = hydra.utils.instantiate(mcfg.method.impl)
+        method = instantiate(mcfg.method.impl)
         context = self.job.method_context(self.tokenizer)
         context.cache_dir = self.scratch / "cache"  # cold one-off caches; the assets stay where they are
         for name in ONE_OFF_DIRS:

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,6 +27,7 @@ from ragforget.tracking.mlflow_run import TrackedRun, flatten, git_commit
 from ragforget.training.checkpoint import load_checkpoint_folder, save_checkpoint_folder
 from ragforget.training.train import build_trainable_model, fit
 from ragforget.utils.hashing import stable_hash
+from ragforget.utils.instantiate import instantiate
 from ragforget.utils.io import read_json, write_json
 from ragforget.utils.logging import get_logger
 
@@ -87,7 +87,7 @@ class Job:
         assert assets is not None
         self.retrieved[split] = retrieve(self.cfg, self.retriever, records, split, assets.splits[split],
                                          assets.corpus_path, assets.cache_dir, self.corpus_hash)
-        prompt = hydra.utils.instantiate(self.cfg.prompt)
+        prompt = instantiate(self.cfg.prompt)
         return build_examples(records, self.retrieved[split], self.corpus_by_id, prompt, tokenizer)
 
     def eval_examples(self, tokenizer: Any) -> tuple[list[RagExample], dict[str, float]]:
@@ -182,7 +182,7 @@ class Job:
     def run(self, tracked: TrackedRun) -> dict[str, Any]:
         cfg = self.cfg
         # Built first, so bad method settings fail before any asset is fetched or model trained.
-        method: Method = hydra.utils.instantiate(cfg.method.impl)
+        method: Method = instantiate(cfg.method.impl)
         assets = self.prepare()
         if cfg.stage == "prepare":
             return {}

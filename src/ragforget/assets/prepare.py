@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
 from ragforget.assets.cache import resolve_cache_dir
+from ragforget.utils.instantiate import instantiate
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -33,14 +33,14 @@ def prepare_assets(cfg: DictConfig) -> PreparedAssets:
     from ragforget.evaluation.retention.suite import general_prompts, prepare_retention_suite
 
     cache_dir = resolve_cache_dir(cfg.paths.cache_dir)
-    source: Any = hydra.utils.instantiate(cfg.model.source)
+    source: Any = instantiate(cfg.model.source)
     model_path = source.materialize(cache_dir)
-    qa: Any = hydra.utils.instantiate(cfg.dataset.qa)
+    qa: Any = instantiate(cfg.dataset.qa)
     splits = qa.materialize(cache_dir)
-    corpus: Any = hydra.utils.instantiate(cfg.dataset.corpus)
+    corpus: Any = instantiate(cfg.dataset.corpus)
     corpus_path = corpus.materialize(cache_dir)
     heldout = corpus.heldout_summaries_path(cache_dir)
-    retention: Any = hydra.utils.instantiate(cfg.eval.retention)
+    retention: Any = instantiate(cfg.eval.retention)
     retention.prepare(cache_dir, heldout)
     # The shift prompts do not depend on the retention task selection, so shift/kl stays comparable
     # across eval configs: IFEval-style requests and held-out summaries, interleaved.

@@ -6,19 +6,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
 from ragforget.retrieval.base import Retriever
 from ragforget.retrieval.cache import retrieve_split
 from ragforget.retrieval.metrics import recall_at_k
 from ragforget.utils.hashing import sha256_file, stable_hash
+from ragforget.utils.instantiate import instantiate
 
 RECALL_KS = (1, 3, 5)
 
 
 def build_retriever(cfg: DictConfig) -> Retriever:
-    retriever: Any = hydra.utils.instantiate(cfg.retriever.impl)
+    retriever: Any = instantiate(cfg.retriever.impl)
     return retriever
 
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ragforget.assets.cache import resolve_cache_dir
 from ragforget.errors import RagforgetError
 from ragforget.models.loading import has_adapters, load_model, load_tokenizer
+from ragforget.utils.instantiate import instantiate
 from ragforget.utils.io import atomic_path
 
 
@@ -51,7 +51,7 @@ def checkpoint_config(path: Path) -> DictConfig:
 
 def base_model_path(cfg: DictConfig, cache_dir: Path | None = None) -> str:
     """Materialize the starting model named by a config (packaged, hub id or tiny random)."""
-    source: Any = hydra.utils.instantiate(cfg.model.source)
+    source: Any = instantiate(cfg.model.source)
     return source.materialize(cache_dir or resolve_cache_dir(cfg.paths.get("cache_dir")))
 
 

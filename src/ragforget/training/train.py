@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import hydra
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
@@ -18,6 +17,7 @@ from ragforget.tracking.curves import MlflowCurves
 from ragforget.tracking.mlflow_run import TrackedRun
 from ragforget.training.datamodule import RagDataModule
 from ragforget.training.module import RagFineTuner
+from ragforget.utils.instantiate import instantiate
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -47,7 +47,7 @@ def fit(cfg: DictConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     ]
     if run is not None:
         callbacks.append(MlflowCurves(run, every_n_steps=cfg.logger.log_every_n_steps))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=False,
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False,
                                                  default_root_dir=str(workdir))
     last = checkpoints / "last.ckpt"
     if last.exists():
