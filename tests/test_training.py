@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from conftest import compose_config
-from ragforget.methods.base import Method, StepTensors
+from ragforget.errors import ConfigError
+from ragforget.methods.base import DataTransform, Method, MethodContext, StepTensors
 from ragforget.methods.selfaug import InputKL
 from ragforget.models.loading import attach_lora, load_model
 from ragforget.training.reference import ReferenceModel
@@ -47,10 +49,23 @@ def test_full_finetuning_reference_is_a_frozen_copy(tiny_model_path: str) -> Non
     torch.testing.assert_close(reference.logits(batch), before)
 
 
-def test_method_with_terms_rejects_non_loss_terms() -> None:
-    try:
+def test_method_rejects_parts_of_the_wrong_kind_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"method\.impl\.terms\.oops"):
         Method("x", terms={"oops": torch.nn.Identity()})  # type: ignore[dict-item]
-    except Exception as exc:
-        assert "method.terms.oops" in str(exc)
-    else:
-        raise AssertionError("a non-LossTerm term must be rejected")
+    with pytest.raises(ConfigError, match=r"method\.impl\.transforms\.mix"):
+        Method("x", transforms={"mix": lambda examples, context: examples})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match=r"method\.impl\.posthoc"):
+        Method("x", posthoc=object())  # type: ignore[arg-type]
+
+
+def test_method_applies_transforms_in_config_order() -> None:
+    class Append(DataTransform):
+        def __init__(self, tag: str) -> None:
+            self.tag = tag
+
+        def __call__(self, examples: list, context: MethodContext) -> list:  # type: ignore[override]
+            return [*examples, self.tag]
+
+    method = Method("x", transforms={"first": Append("a"), "second": Append("b")})
+    assert method.transform_data([], None) == ["a", "b"]  # type: ignore[arg-type]
+    assert isinstance(Method("x").optimizer([torch.nn.Parameter(torch.zeros(1))], lr=0.1), torch.optim.AdamW)

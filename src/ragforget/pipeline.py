@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 import ragforget
@@ -163,6 +164,8 @@ class Job:
         timings["time/method_data_s"] = time.perf_counter() - start
         start = time.perf_counter()
         model = build_trainable_model(cfg, assets.model_path)
+        if cfg.trainer.get("accelerator") in ("gpu", "cuda") and torch.cuda.is_available():
+            model.to("cuda")  # one-off setup (ewc's Fisher pass) runs where training will, not on the CPU
         method.setup(model, context)
         timings["time/method_setup_s"] = time.perf_counter() - start
         start = time.perf_counter()
