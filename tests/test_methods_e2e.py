@@ -84,11 +84,13 @@ def test_wise_ft_logs_one_run_per_weight_linked_to_the_trained_run(tmp_path: Pat
     ("[selfaug,replay]", {"terms": {"input_kl"}, "transforms": {"replay"}}),
     ("[output_kl,l2sp,mofo]", {"terms": {"output_kl", "l2sp"}, "transforms": set()}),
     ("[sdft,wise_ft]", {"terms": set(), "transforms": {"sdft"}}),
+    ("selfaug_replay", {"terms": {"input_kl"}, "transforms": {"replay"}}),  # the ready-made combination
 ])
 def test_methods_compose_by_listing_their_configs(combo: str, parts: dict[str, set[str]]) -> None:
-    cfg = compose_config([f"method={combo}", "method.name=combo"])
+    named = combo.startswith("[")
+    cfg = compose_config([f"method={combo}"] + (["method.name=combo"] if named else []))
     method = instantiate(cfg.method.impl)
-    assert method.name == "combo"
+    assert method.name == ("combo" if named else combo)
     assert set(method.terms) == parts["terms"] and set(method.transforms) == parts["transforms"]
     assert (getattr(method.optimizer, "func", None) is MoFO) == ("mofo" in combo)
     assert ("wise_ft" in combo) == (method.posthoc is not None)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from ragforget.data.general import PackagedShareGPT
+from ragforget.data.general import GeneralDataSource, PackagedShareGPT
 from ragforget.data.rag_examples import TrainingExample
 from ragforget.errors import ConfigError
 from ragforget.methods.base import MethodContext
@@ -17,7 +17,7 @@ from ragforget.utils.io import write_jsonl
 from conftest import compose_config
 
 
-class ListSource:
+class ListSource(GeneralDataSource):
     """A general-data source serving fixed rows; counts how often it is materialized."""
 
     def __init__(self, n_rows: int) -> None:

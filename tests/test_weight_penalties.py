@@ -14,6 +14,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from ragforget.data.general import GeneralDataSource
 from ragforget.errors import ConfigError
 from ragforget.methods import ewc as ewc_module
 from ragforget.methods.base import MethodContext, StepTensors
@@ -59,7 +60,7 @@ def _hand_lora(base: Sequence[Sequence[float]] = ((3.0, 0.0), (0.0, 4.0))) -> nn
     return model
 
 
-class _RowsSource:
+class _RowsSource(GeneralDataSource):
     """A general-data source that writes a few fixed rows (and counts how often it is asked)."""
 
     def __init__(self, rows: int = 3) -> None:

@@ -34,7 +34,7 @@ from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-STAGES = ("all", "prepare", "evaluate")
+STAGES = ("all", "prepare", "synthesize", "evaluate")
 RUN_ID_FILE = "mlflow_run_id.txt"
 
 
@@ -162,6 +162,7 @@ class Job:
         examples = [as_training_example(ex) for ex in self.train_examples(tokenizer)]
         examples = method.transform_data(examples, context)
         timings["time/method_data_s"] = time.perf_counter() - start
+        self.log_artifacts(context, tracked)
         start = time.perf_counter()
         model = build_trainable_model(cfg, assets.model_path)
         if cfg.trainer.get("accelerator") in ("gpu", "cuda") and torch.cuda.is_available():
@@ -172,6 +173,24 @@ class Job:
         trained = fit(cfg, model, tokenizer, method, examples, self.workdir, tracked)
         timings["time/train_s"] = time.perf_counter() - start
         return trained, {**timings, **context.metrics}
+
+    def synthesize(self, method: Method, tokenizer: Any, tracked: TrackedRun) -> dict[str, float]:
+        """Stage ``synthesize``: only the method's one-off data work (self_synth's set), no training."""
+        context = self.method_context(tokenizer)
+        start = time.perf_counter()
+        method.prepare_data(context)
+        metrics = {"time/method_prepare_s": time.perf_counter() - start, **context.metrics}
+        if not method.transforms:
+            log.warning("method %s has no data transform: there is nothing to synthesize", method.name)
+        tracked.log_metrics(metrics)
+        self.log_artifacts(context, tracked)
+        write_json(self.workdir / "metrics.json", metrics)
+        return metrics
+
+    @staticmethod
+    def log_artifacts(context: MethodContext, tracked: TrackedRun) -> None:
+        for name, path in context.artifacts.items():
+            tracked.log_artifact(path, name)
 
     def evaluate(self, model: Any, tokenizer: Any, examples: list[RagExample], out_dir: Path) -> dict[str, float]:
         """Stage 4: ODQA, retention and distribution shift of a trained model."""
@@ -190,6 +209,8 @@ class Job:
         if cfg.stage == "prepare":
             return {}
         tokenizer = load_tokenizer(assets.model_path)
+        if cfg.stage == "synthesize":
+            return self.synthesize(method, tokenizer, tracked)
         examples, recall = self.eval_examples(tokenizer)
         tracked.log_metrics({f"retrieval/{k}": v for k, v in recall.items()})
 

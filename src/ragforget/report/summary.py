@@ -6,14 +6,17 @@ from collections.abc import Mapping
 
 
 def _row_names(metrics: Mapping[str, float]) -> list[str]:
-    """Headline rows: ODQA, retrieval recall, every retention task's primary score, macro average, shift."""
+    """Headline rows: ODQA, retrieval recall, every retention task's primary score, macro average, shift.
+
+    A run without them (``stage=synthesize``) shows every metric it has.
+    """
     odqa = [k for k in ("odqa/em", "odqa/f1", "odqa/acc") if k in metrics]
     recall = sorted(k for k in metrics if k.startswith("retrieval/"))
     tasks = sorted(k for k in metrics if k.startswith("retention/") and k.count("/") == 1
                    and not k.endswith(("macro_avg", "_macro_avg")))
     tail = [k for k in ("retention/macro_avg", "retention/delta_macro_avg", "shift/kl", "time/train_s",
                         "time/eval_s") if k in metrics]
-    return odqa + recall + tasks + tail
+    return odqa + recall + tasks + tail or sorted(metrics)
 
 
 def summary_table(metrics: Mapping[str, float], title: str) -> str:

@@ -1,0 +1,1 @@
+"""self_synth: reconstructed general data (instruction sampling, committee responses, judging)."""

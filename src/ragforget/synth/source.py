@@ -1,0 +1,108 @@
+"""self_synth's general-data source: the reconstructed set, synthesized into the cache on first use.
+
+It plugs into replay's mixing transform like any other general-data source (conf/method/self_synth.yaml),
+so self_synth and public-data replay differ only in where the general examples come from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+
+from ragforget.data.general import GeneralDataSource, SourceReport
+from ragforget.evaluation.generation import generate_batch
+from ragforget.methods.base import require
+from ragforget.models.loading import check_device, resolve_device
+from ragforget.synth.committee import Member
+from ragforget.synth.judging import SCORE_RANGE
+from ragforget.synth.synthesizer import (
+    GENERAL_FILE,
+    STATS_FILE,
+    InstructionSettings,
+    JudgeSettings,
+    ResponseSettings,
+    Synthesizer,
+)
+from ragforget.utils.instantiate import instantiate
+from ragforget.utils.io import read_json
+from ragforget.utils.templates import check_placeholders
+
+KEY = "method.self_synth"
+Settings = TypeVar("Settings")
+
+
+def _plain(value: Any) -> Any:
+    """Hydra hands ``_recursive_: false`` arguments over as DictConfig/ListConfig; resolve them to dicts."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+class SynthesizedGeneralData(GeneralDataSource):
+    """Reconstructed general data (Ding & Wang 2025) as a general-data source.
+
+    ``instruction_model`` and each ``committee`` value are model configs (conf/model schema); a
+    committee member set to null is left out, which is how the ablation configs shrink it.
+    """
+
+    config_key = f"{KEY}.instructions.count"
+    grow_hint = (f"sample more instructions ({KEY}.instructions.count), or lower {KEY}.judge.threshold; "
+                 "the dataset's stats.json says where rows were lost")
+
+    def __init__(self, instruction_model: Mapping[str, Any] | DictConfig,
+                 committee: Mapping[str, Mapping[str, Any] | None] | DictConfig,
+                 instructions: Mapping[str, Any] | DictConfig, responses: Mapping[str, Any] | DictConfig,
+                 judge: Mapping[str, Any] | DictConfig, seed: int = 0, device: str = "auto",
+                 generator: Mapping[str, Any] | DictConfig | None = None) -> None:
+        members = {name: config for name, config in (_plain(committee) or {}).items() if config is not None}
+        require(bool(members), f"{KEY}.committee", "has no members", "list at least one model config")
+        for name, config in members.items():
+            require(isinstance(config, Mapping) and "source" in config, f"{KEY}.committee.{name}",
+                    "is not a model config (no 'source')", "use a conf/model/*.yaml entry")
+        instruction_config = _plain(instruction_model)
+        require(bool(instruction_config.get("chat_template")), "model.chat_template",
+                "self_synth samples instructions from the chat template's prefix, so the model must be an "
+                "instruct model with a chat template")
+        generate = instantiate(generator) if generator is not None else generate_batch
+        require(callable(generate), f"{KEY}.generator", f"is a {type(generate).__name__}, not callable")
+        self.synthesizer = Synthesizer(
+            instruction_model=Member(str(instruction_config.get("name", "model")), instruction_config),
+            committee=[Member(name, config) for name, config in members.items()],
+            instructions=_settings(InstructionSettings, _plain(instructions), f"{KEY}.instructions"),
+            responses=_settings(ResponseSettings, _plain(responses), f"{KEY}.responses"),
+            judge=_settings(JudgeSettings, _plain(judge), f"{KEY}.judge"),
+            seed=int(seed), device=resolve_device(check_device(device, f"{KEY}.device")), generate=generate)
+
+    def materialize(self, cache_dir: Path) -> Path:
+        return self.synthesizer.build(cache_dir) / GENERAL_FILE
+
+    def report(self, path: Path) -> SourceReport:
+        stats = read_json(path.parent / STATS_FILE)
+        return SourceReport({f"self_synth/{name}": float(value) for name, value in stats.items()}, path.parent)
+
+
+SIZE_FIELDS = ("count", "per_model", "max_new_tokens", "batch_size")
+
+
+def _settings(cls: type[Settings], values: Mapping[str, Any], key: str) -> Settings:
+    """``cls`` from a config mapping, each bad or unknown field reported under ``key``."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown, missing = sorted(set(values) - names), sorted(names - set(values))
+    require(not unknown, f"{key}.{unknown[0] if unknown else ''}", "is not a setting", f"known: {sorted(names)}")
+    require(not missing, f"{key}.{missing[0] if missing else ''}", "is missing")
+    for name in names & set(SIZE_FIELDS):
+        require(isinstance(values[name], int) and values[name] > 0, f"{key}.{name}",
+                f"must be a positive integer, got {values[name]!r}")
+    if "temperature" in names:
+        require(values["temperature"] > 0, f"{key}.temperature", f"must be > 0, got {values['temperature']}")
+        require(0 < values["top_p"] <= 1, f"{key}.top_p", f"must be in (0, 1], got {values['top_p']}")
+    if "threshold" in names:
+        low, high = SCORE_RANGE
+        threshold = values["threshold"]
+        require(threshold is None or low <= threshold <= high, f"{key}.threshold",
+                f"must be null or in [{low:g}, {high:g}], got {threshold}")
+    if "rubric" in names:
+        check_placeholders(str(values["rubric"]), {"instruction", "response"}, f"{key}.rubric")
+    return cls(**values)
