@@ -56,3 +56,18 @@ def test_quick_experiment_on_the_real_default_model(tmp_path: Path) -> None:
     metrics = run.data.metrics
     assert metrics["odqa/acc"] > 0.05  # the base model already answers some questions from its passages
     assert metrics["shift/kl"] > 0
+
+
+@pytest.mark.slow
+def test_synthesize_stage_on_the_real_default_model(tmp_path: Path) -> None:
+    """self_synth's passes with SmolLM2's real chat template and sampling (committee shrunk to itself)."""
+    run_cli("stage=synthesize", "method=self_synth_1x3", f"paths.output_dir={tmp_path}",
+            "method.self_synth.instructions.count=8", "method.self_synth.responses.max_new_tokens=24")
+    (run,) = runs_in(tmp_path)
+    metrics = run.data.metrics
+    assert run.info.status == "FINISHED" and run.data.tags["stage"] == "synthesize"
+    assert metrics["self_synth/instructions_sampled"] == 8
+    # The real model ends most of its sampled requests within 64 tokens, and judges its own answers.
+    assert metrics["self_synth/instructions_kept"] >= 4
+    assert metrics["self_synth/scores"] == 3 * metrics["self_synth/instructions_kept"] - \
+        metrics["self_synth/candidates_unusable"]
