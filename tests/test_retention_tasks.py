@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ragforget.data.records import seeded_subset
 from ragforget.evaluation.retention import bigbench_tasks as bb
 from ragforget.evaluation.retention import ifeval_like
 from ragforget.evaluation.retention.task_functions import (
@@ -52,10 +53,10 @@ def test_choices_appended_like_bigbench() -> None:
 
 def test_seeded_subset_is_stable() -> None:
     records = [{"id": str(i)} for i in range(50)]
-    a = bb.seeded_subset(records, 10, seed=3)
-    assert a == bb.seeded_subset(records, 10, seed=3) and len(a) == 10
-    assert a != bb.seeded_subset(records, 10, seed=4)
-    assert bb.seeded_subset(records, None, seed=3) == records
+    a = seeded_subset(records, 10, seed=3)
+    assert a == seeded_subset(records, 10, seed=3) and len(a) == 10
+    assert a != seeded_subset(records, 10, seed=4)
+    assert seeded_subset(records, None, seed=3) == records
 
 
 def test_ifeval_checkers_accept_and_reject() -> None:

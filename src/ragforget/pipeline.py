@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,12 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 import ragforget
 from ragforget.assets.prepare import PreparedAssets, prepare_assets
 from ragforget.data.rag_examples import RagExample, as_training_example, build_examples
-from ragforget.data.records import corpus_fingerprint, load_corpus, load_qa
+from ragforget.data.records import corpus_fingerprint, load_corpus, load_qa, seeded_subset
 from ragforget.errors import ConfigError
 from ragforget.evaluation.evaluate import evaluate_model, shift_metric, with_deltas
 from ragforget.methods.base import Method, MethodContext, PosthocTransform
 from ragforget.models.loading import has_adapters, load_model, load_tokenizer
-from ragforget.retrieval.stage import build_retriever, retrieval_recall, retrieve
+from ragforget.retrieval.base import RetrieverContext
+from ragforget.retrieval.stage import RECALL_KS, build_retriever, retrieval_recall, retrieve
 from ragforget.tracking.mlflow_run import TrackedRun, flatten, git_commit
 from ragforget.training.checkpoint import load_checkpoint_folder, save_checkpoint_folder
 from ragforget.training.train import build_trainable_model, fit
@@ -36,15 +36,6 @@ log = get_logger(__name__)
 
 STAGES = ("all", "prepare", "synthesize", "evaluate")
 RUN_ID_FILE = "mlflow_run_id.txt"
-
-
-def seeded_subset(records: Sequence[Mapping[str, Any]], size: int | None, seed: int) -> list[dict[str, Any]]:
-    """A reproducible sample of ``size`` records in their original order (all if size is None)."""
-    records = [dict(r) for r in records]
-    if size is None or size >= len(records):
-        return records
-    keep = sorted(random.Random(seed).sample(range(len(records)), size))
-    return [records[i] for i in keep]
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
@@ -91,14 +82,51 @@ class Job:
         prompt = instantiate(self.cfg.prompt)
         return build_examples(records, self.retrieved[split], self.corpus_by_id, prompt, tokenizer)
 
-    def eval_examples(self, tokenizer: Any) -> tuple[list[RagExample], dict[str, float]]:
-        """Prompts for the fixed evaluation questions (same for every run), and retrieval recall."""
+    def eval_records(self) -> list[dict[str, Any]]:
+        """The fixed evaluation questions (the same for every run with this eval config)."""
         cfg, assets = self.cfg, self.assets
         assert assets is not None
-        split = cfg.dataset.eval_split
-        records = seeded_subset(load_qa(assets.splits[split]), cfg.eval.odqa.max_questions, cfg.eval.odqa.seed)
+        return seeded_subset(load_qa(assets.splits[cfg.dataset.eval_split]), cfg.eval.odqa.max_questions,
+                             cfg.eval.odqa.seed)
+
+    def eval_examples(self, tokenizer: Any) -> tuple[list[RagExample], dict[str, float]]:
+        """Prompts for the evaluation questions, and retrieval recall."""
+        split, records = self.cfg.dataset.eval_split, self.eval_records()
         examples = self.examples(split, records, tokenizer)
         return examples, retrieval_recall(self.retrieved[split], records, self.corpus_by_id)
+
+    def compare_retrievers(self, tracked: TrackedRun) -> dict[str, float]:
+        """recall@1/3/5 of this retriever and each one under ``retriever.compare``, on the same questions.
+
+        Logged as ``retrieval/<name>/recall_at_<k>`` and as one table (``retrieval_comparison.md``).
+        """
+        cfg, assets = self.cfg, self.assets
+        assert assets is not None
+        others = cfg.retriever.get("compare") or {}
+        if not others:
+            return {}
+        split, records = cfg.dataset.eval_split, self.eval_records()
+        retrievers = {cfg.retriever.name: self.retriever}
+        for name, other in others.items():
+            retriever = instantiate(other.impl)
+            retriever.prepare(RetrieverContext(cfg, assets, self.corpus_by_id, self.corpus_hash))
+            retrievers[str(name)] = retriever
+        depth = max(RECALL_KS)
+        table = {name: retrieval_recall(retrieve(cfg, retriever, records, split, assets.splits[split],
+                                                 assets.corpus_path, assets.cache_dir, self.corpus_hash, k=depth),
+                                        records, self.corpus_by_id)
+                 for name, retriever in retrievers.items()}
+        lines = [f"recall@k on {len(records)} {cfg.dataset.name} {split} questions", "",
+                 "| retriever | " + " | ".join(f"recall@{k}" for k in RECALL_KS) + " |",
+                 "|---|" + "---:|" * len(RECALL_KS)]
+        lines += [f"| {name} | " + " | ".join(f"{recall[f'recall_at_{k}']:.3f}" for k in RECALL_KS) + " |"
+                  for name, recall in table.items()]
+        (self.workdir / "retrieval_comparison.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tracked.log_artifact(self.workdir / "retrieval_comparison.md")
+        log.info("\n%s", "\n".join(lines))
+        metrics = {f"retrieval/{name}/{key}": value for name, recall in table.items() for key, value in recall.items()}
+        tracked.log_metrics(metrics)
+        return metrics
 
     def train_examples(self, tokenizer: Any) -> list[RagExample]:
         """Prompts for a seeded subset of the training split."""
@@ -134,12 +162,19 @@ class Job:
         write_json(path, metrics)
         return metrics
 
-    def prepare(self) -> PreparedAssets:
-        """Stage 1: assets in the cache, the retriever and the corpus (needed by every later stage)."""
+    def prepare(self, tracked: TrackedRun | None = None) -> PreparedAssets:
+        """Stage 1: assets in the cache, the corpus and a ready retriever (a trained one trains here)."""
         self.assets = prepare_assets(self.cfg)
-        self.retriever = build_retriever(self.cfg)
         self.corpus_by_id = {p["id"]: p for p in load_corpus(self.assets.corpus_path)}
         self.corpus_hash = corpus_fingerprint(self.assets.corpus_path)
+        self.retriever = build_retriever(self.cfg)
+        context = RetrieverContext(self.cfg, self.assets, self.corpus_by_id, self.corpus_hash, run=tracked)
+        self.retriever.prepare(context)
+        if tracked is not None:
+            tracked.log_metrics(context.metrics)
+            tracked.set_tags(context.tags)
+            for name, path in context.artifacts.items():
+                tracked.log_artifact(path, name)
         return self.assets
 
     def method_context(self, tokenizer: Any) -> MethodContext:
@@ -205,7 +240,7 @@ class Job:
         cfg = self.cfg
         # Built first, so bad method settings fail before any asset is fetched or model trained.
         method: Method = instantiate(cfg.method.impl)
-        assets = self.prepare()
+        assets = self.prepare(tracked)
         if cfg.stage == "prepare":
             return {}
         tokenizer = load_tokenizer(assets.model_path)
@@ -213,6 +248,7 @@ class Job:
             return self.synthesize(method, tokenizer, tracked)
         examples, recall = self.eval_examples(tokenizer)
         tracked.log_metrics({f"retrieval/{k}": v for k, v in recall.items()})
+        self.compare_retrievers(tracked)
 
         checkpoint = Path(cfg.checkpoint) if cfg.stage == "evaluate" else self.workdir / "checkpoint"
         timings: dict[str, float] = {}

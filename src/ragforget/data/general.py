@@ -22,10 +22,11 @@ from tqdm.auto import tqdm
 
 from ragforget.assets.packages import fetch_package, read_member
 from ragforget.assets.registry import SHAREGPT
-from ragforget.data.hf_loading import absolute_local, load_split, local_files, plain
+from ragforget.data.hf_loading import absolute_local, load_split, local_files
 from ragforget.data.hub import select_rows
 from ragforget.data.rag_examples import TrainingExample
 from ragforget.errors import ConfigError, DataError
+from ragforget.utils.config import plain
 from ragforget.utils.hashing import sha256_file, stable_hash
 from ragforget.utils.io import iter_jsonl, write_jsonl
 from ragforget.utils.logging import get_logger

@@ -10,16 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ragforget.utils.config import plain
 from ragforget.errors import AssetError
-
-
-def plain(value: Any) -> Any:
-    """Hydra hands over DictConfig/ListConfig; datasets and json want plain containers."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [plain(v) for v in value]
-    return value
 
 
 def absolute_local(data_files: Any) -> Any:

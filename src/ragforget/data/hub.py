@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ragforget.data.hf_loading import absolute_local, load_split, local_files, plain
+from ragforget.data.hf_loading import absolute_local, load_split, local_files
 from ragforget.data.records import cached_splits, make_qa_record, write_splits
 from ragforget.errors import ConfigError, DataError
+from ragforget.utils.config import plain
 from ragforget.utils.hashing import sha256_file, stable_hash
 from ragforget.utils.logging import get_logger
 

@@ -6,6 +6,7 @@ corpus: ``{"id", "contents": "<title>\\n<text>", "title"}``
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,14 @@ from ragforget.utils.io import atomic_path, iter_jsonl, write_json, write_jsonl
 
 QA_FIELDS: tuple[str, ...] = ("id", "question", "golden_answers")
 CORPUS_FIELDS: tuple[str, ...] = ("id", "contents")
+
+
+def seeded_subset(records: Sequence[dict[str, Any]], size: int | None, seed: int) -> list[dict[str, Any]]:
+    """A reproducible sample of ``size`` records in their original order (all if size is None or larger)."""
+    if size is None or size >= len(records):
+        return list(records)
+    keep = sorted(random.Random(seed).sample(range(len(records)), size))
+    return [records[i] for i in keep]
 
 
 def dedupe_answers(answers: Iterable[str]) -> list[str]:

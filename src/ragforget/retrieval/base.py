@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 Hit = tuple[str, float]
 """One retrieved passage: (corpus id, score); lists of hits are ordered best first."""
+
+
+@dataclass
+class RetrieverContext:
+    """What a retriever that learns (invar) needs from the job, and what it reports back to MLflow."""
+
+    cfg: Any                                  # the job's resolved DictConfig
+    assets: Any                               # PreparedAssets: cache dir, model path, splits, corpus
+    corpus_by_id: Mapping[str, Mapping[str, Any]]
+    corpus_hash: str
+    run: Any = None                           # the job's TrackedRun, for training curves
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 class Retriever(abc.ABC):
@@ -21,6 +36,9 @@ class Retriever(abc.ABC):
     @abc.abstractmethod
     def cache_params(self) -> dict[str, Any]:
         """Everything besides the corpus that determines the index and the results (the cache key)."""
+
+    def prepare(self, context: RetrieverContext) -> None:
+        """One-off work before the index is built or loaded (a trained retriever trains here)."""
 
     def dependencies(self) -> list[Retriever]:
         """Retrievers whose indexes must be ready before this one searches (oracle's distractors)."""

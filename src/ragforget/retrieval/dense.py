@@ -6,6 +6,7 @@ exact, so results depend only on the encoder and the corpus, which is what the c
 
 from __future__ import annotations
 
+import abc
 import json
 import time
 import zipfile
@@ -44,7 +45,60 @@ def packaged_minilm_dir(cache_dir: Path) -> Path:
     return dest_root
 
 
-class DenseRetriever(Retriever):
+class FlatIndexRetriever(Retriever):
+    """Bi-encoder retrieval over an exact faiss inner-product index; subclasses say how texts embed."""
+
+    def __init__(self) -> None:
+        self._index: Any = None
+        self._ids: list[str] = []
+
+    @abc.abstractmethod
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 (n, dim) passage vectors (with a progress bar: a corpus takes minutes)."""
+
+    @abc.abstractmethod
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 (n, dim) query vectors."""
+
+    def build_index(self, corpus: list[dict[str, Any]], index_dir: Path) -> None:
+        """Encode every passage's contents and save an exact inner-product index plus the ids."""
+        import faiss
+
+        start = time.perf_counter()
+        vectors = np.ascontiguousarray(self.embed_passages([doc["contents"] for doc in corpus]), dtype=np.float32)
+        log.info("encoded %d passages in %.1fs", len(corpus), time.perf_counter() - start)
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(vectors)
+        index_dir.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(index, str(index_dir / INDEX_FILE))
+        (index_dir / IDS_FILE).write_text(json.dumps([doc["id"] for doc in corpus]), encoding="utf-8")
+        self._index, self._ids = index, [doc["id"] for doc in corpus]
+
+    def load_index(self, index_dir: Path) -> None:
+        """Load the faiss index and ids (the encoder itself loads lazily at the first search)."""
+        import faiss
+
+        for name in (INDEX_FILE, IDS_FILE):
+            if not (index_dir / name).exists():
+                raise DataError(index_dir / name, None, f"{self.name} index is incomplete",
+                                "delete the index folder to rebuild it")
+        self._index = faiss.read_index(str(index_dir / INDEX_FILE))
+        self._ids = json.loads((index_dir / IDS_FILE).read_text(encoding="utf-8"))
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        """Top-``k`` passages by inner product (cosine for unit vectors), ``k`` capped at the corpus size."""
+        if self._index is None:
+            raise RuntimeError(f"{type(self).__name__}.search called before build_index/load_index")
+        k = min(k, len(self._ids))
+        if k <= 0 or not queries:
+            return [[] for _ in queries]
+        vectors = np.ascontiguousarray(self.embed_queries(queries), dtype=np.float32)
+        scores, rows = self._index.search(vectors, k)
+        return [[(self._ids[int(r)], float(s)) for r, s in zip(row_ids, row_scores) if r >= 0]
+                for row_ids, row_scores in zip(rows, scores)]
+
+
+class DenseRetriever(FlatIndexRetriever):
     """Bi-encoder retrieval: encode passages once into a faiss IndexFlatIP, encode queries at search time."""
 
     name: ClassVar[str] = "dense"
@@ -59,6 +113,7 @@ class DenseRetriever(Retriever):
         cache_dir: str | None = None,
     ) -> None:
         """``encoder``: None for the packaged MiniLM, else a Hub id or a local sentence-transformers folder."""
+        super().__init__()
         self.encoder = encoder
         self.batch_size = int(batch_size)
         self.max_seq_length = int(max_seq_length)
@@ -66,8 +121,6 @@ class DenseRetriever(Retriever):
         self.device = device
         self.cache_dir = cache_dir
         self._model: SentenceTransformer | None = None
-        self._index: Any = None
-        self._ids: list[str] = []
 
     def cache_params(self) -> dict[str, Any]:
         """The encoder's identity and the settings that change its vectors (batch size and device do not)."""
@@ -94,39 +147,9 @@ class DenseRetriever(Retriever):
                                     normalize_embeddings=self.normalize, show_progress_bar=show_progress)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
-    def build_index(self, corpus: list[dict[str, Any]], index_dir: Path) -> None:
-        """Encode every passage's contents and save an exact inner-product index plus the ids."""
-        import faiss
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode(texts, show_progress=True)
 
-        start = time.perf_counter()
-        vectors = self.encode([doc["contents"] for doc in corpus], show_progress=True)
-        log.info("encoded %d passages in %.1fs", len(corpus), time.perf_counter() - start)
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        index.add(vectors)
-        index_dir.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(index, str(index_dir / INDEX_FILE))
-        (index_dir / IDS_FILE).write_text(json.dumps([doc["id"] for doc in corpus]), encoding="utf-8")
-        self._index, self._ids = index, [doc["id"] for doc in corpus]
-
-    def load_index(self, index_dir: Path) -> None:
-        """Load the faiss index and ids (the encoder itself loads lazily at the first search)."""
-        import faiss
-
-        for name in (INDEX_FILE, IDS_FILE):
-            if not (index_dir / name).exists():
-                raise DataError(index_dir / name, None, "dense index is incomplete",
-                                "delete the index folder to rebuild it")
-        self._index = faiss.read_index(str(index_dir / INDEX_FILE))
-        self._ids = json.loads((index_dir / IDS_FILE).read_text(encoding="utf-8"))
-
-    def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
-        """Top-``k`` passages by inner product (cosine when normalized), ``k`` capped at the corpus size."""
-        if self._index is None:
-            raise RuntimeError("DenseRetriever.search called before build_index/load_index")
-        k = min(k, len(self._ids))
-        if k <= 0 or not queries:
-            return [[] for _ in queries]
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         # A bar only for large batches (a full split takes minutes on CPU), not per-question calls.
-        scores, rows = self._index.search(self.encode(queries, show_progress=len(queries) >= 1000), k)
-        return [[(self._ids[int(r)], float(s)) for r, s in zip(row_ids, row_scores) if r >= 0]
-                for row_ids, row_scores in zip(rows, scores)]
+        return self.encode(texts, show_progress=len(texts) >= 1000)

@@ -23,10 +23,13 @@ def build_retriever(cfg: DictConfig) -> Retriever:
 
 
 def retrieve(cfg: DictConfig, retriever: Retriever, records: Sequence[Mapping[str, Any]], split: str,
-             split_path: Path, corpus_path: Path, cache_dir: Path, corpus_hash: str
+             split_path: Path, corpus_path: Path, cache_dir: Path, corpus_hash: str, k: int | None = None
              ) -> dict[str, list[str]]:
-    """Top-k passage ids for each record (question id -> ids), cached per split content."""
-    k = int(cfg.retriever.top_k)
+    """Top-k passage ids for each record (question id -> ids), cached per split content.
+
+    ``k`` defaults to ``retriever.top_k`` (what the prompts use).
+    """
+    k = int(cfg.retriever.top_k if k is None else k)
     if k == 0 or not records:
         return {str(r["id"]): [] for r in records}
     ids_key = stable_hash([sha256_file(split_path), [r["id"] for r in records]])

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ragforget.data.general import GeneralDataSource, SourceReport
 from ragforget.evaluation.generation import generate_batch
@@ -27,17 +27,13 @@ from ragforget.synth.synthesizer import (
     ResponseSettings,
     Synthesizer,
 )
+from ragforget.utils.config import plain
 from ragforget.utils.instantiate import instantiate
 from ragforget.utils.io import read_json
 from ragforget.utils.templates import check_placeholders
 
 KEY = "method.self_synth"
 Settings = TypeVar("Settings")
-
-
-def _plain(value: Any) -> Any:
-    """Hydra hands ``_recursive_: false`` arguments over as DictConfig/ListConfig; resolve them to dicts."""
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 class SynthesizedGeneralData(GeneralDataSource):
@@ -56,12 +52,12 @@ class SynthesizedGeneralData(GeneralDataSource):
                  instructions: Mapping[str, Any] | DictConfig, responses: Mapping[str, Any] | DictConfig,
                  judge: Mapping[str, Any] | DictConfig, seed: int = 0, device: str = "auto",
                  generator: Mapping[str, Any] | DictConfig | None = None) -> None:
-        members = {name: config for name, config in (_plain(committee) or {}).items() if config is not None}
+        members = {name: config for name, config in (plain(committee) or {}).items() if config is not None}
         require(bool(members), f"{KEY}.committee", "has no members", "list at least one model config")
         for name, config in members.items():
             require(isinstance(config, Mapping) and "source" in config, f"{KEY}.committee.{name}",
                     "is not a model config (no 'source')", "use a conf/model/*.yaml entry")
-        instruction_config = _plain(instruction_model)
+        instruction_config = plain(instruction_model)
         require(bool(instruction_config.get("chat_template")), "model.chat_template",
                 "self_synth samples instructions from the chat template's prefix, so the model must be an "
                 "instruct model with a chat template")
@@ -70,9 +66,9 @@ class SynthesizedGeneralData(GeneralDataSource):
         self.synthesizer = Synthesizer(
             instruction_model=Member(str(instruction_config.get("name", "model")), instruction_config),
             committee=[Member(name, config) for name, config in members.items()],
-            instructions=_settings(InstructionSettings, _plain(instructions), f"{KEY}.instructions"),
-            responses=_settings(ResponseSettings, _plain(responses), f"{KEY}.responses"),
-            judge=_settings(JudgeSettings, _plain(judge), f"{KEY}.judge"),
+            instructions=_settings(InstructionSettings, plain(instructions), f"{KEY}.instructions"),
+            responses=_settings(ResponseSettings, plain(responses), f"{KEY}.responses"),
+            judge=_settings(JudgeSettings, plain(judge), f"{KEY}.judge"),
             seed=int(seed), device=resolve_device(check_device(device, f"{KEY}.device")), generate=generate)
 
     def materialize(self, cache_dir: Path) -> Path:

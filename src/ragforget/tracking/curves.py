@@ -1,4 +1,4 @@
-"""Training curves: a Lightning callback that forwards logged train/* values to the MLflow run."""
+"""Training curves: a Lightning callback that forwards logged train/* (or other prefixed) values to MLflow."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from ragforget.tracking.mlflow_run import TrackedRun
 
 
 class MlflowCurves(L.Callback):
-    """Every ``every_n_steps`` optimizer steps, log train/* metrics and the learning rate."""
+    """Every ``every_n_steps`` optimizer steps, log ``<prefix>*`` metrics and the learning rate."""
 
-    def __init__(self, run: TrackedRun, every_n_steps: int = 5) -> None:
+    def __init__(self, run: TrackedRun, every_n_steps: int = 5, prefix: str = "train/") -> None:
         self.run = run
         self.every_n_steps = every_n_steps
+        self.prefix = prefix
         self._last_step = -1  # with gradient accumulation several batches share one step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
@@ -23,6 +24,6 @@ class MlflowCurves(L.Callback):
         if step == self._last_step or step % self.every_n_steps or not trainer.is_global_zero:
             return
         self._last_step = step
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
-        metrics["train/lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(self.prefix)}
+        metrics[f"{self.prefix}lr"] = trainer.optimizers[0].param_groups[0]["lr"]
         self.run.log_metrics(metrics, step=step)

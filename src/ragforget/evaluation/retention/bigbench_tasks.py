@@ -100,10 +100,3 @@ def chance_level(records: Sequence[dict[str, Any]]) -> float:
         total += (len(gold) if isinstance(gold, list) else 1) / len(record["choices"])
     return total / len(records)
 
-
-def seeded_subset(records: Sequence[dict[str, Any]], size: int | None, seed: int) -> list[dict[str, Any]]:
-    """A fixed random subset of ``size`` records (all of them, in order, when size is None or larger)."""
-    if size is None or size >= len(records):
-        return list(records)
-    indices = sorted(random.Random(seed).sample(range(len(records)), size))
-    return [records[i] for i in indices]

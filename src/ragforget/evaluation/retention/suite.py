@@ -17,6 +17,7 @@ import yaml
 
 from ragforget.assets.packages import extract_members, fetch_package, read_member
 from ragforget.assets.registry import BIGBENCH, GSM8K
+from ragforget.data.records import seeded_subset
 from ragforget.errors import ConfigError
 from ragforget.evaluation.retention import bigbench_tasks as bb
 from ragforget.evaluation.retention import ifeval_like
@@ -202,14 +203,14 @@ def prepare_retention_suite(tasks: list[str], limit: int | None, seed: int, cach
             size = limit if limit is not None else spec.size
             extra_info: dict[str, Any] = {}
             if spec.kind in ("mc", "cloze"):
-                records = bb.seeded_subset(bigbench[name], size, seed)
+                records = seeded_subset(bigbench[name], size, seed)
             elif spec.kind == "gsm8k":
-                records = bb.seeded_subset(_gsm8k_records(cache_dir), size, seed)
+                records = seeded_subset(_gsm8k_records(cache_dir), size, seed)
             elif spec.kind == "ifeval":
                 records = ifeval_like.build_prompts(size, seed)
                 extra_info["blind_baseline"] = ifeval_like.blind_baseline(records)
             else:
-                records = bb.seeded_subset(_perplexity_records(Path(heldout_summaries)), size, seed)  # type: ignore[arg-type]
+                records = seeded_subset(_perplexity_records(Path(heldout_summaries)), size, seed)  # type: ignore[arg-type]
             if spec.kind == "cloze":
                 for record in records:
                     record["gold_text"] = " " + record["answers"][0]
