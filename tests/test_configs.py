@@ -13,6 +13,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from conftest import compose_config
+from ragforget.invar.retriever import InvarRetriever
 from ragforget.methods.base import Method
 from ragforget.methods.selfaug import InputKL
 from ragforget.retrieval.base import Retriever
@@ -133,7 +134,7 @@ def test_selfaug_alpha_override_reaches_the_term() -> None:
 @pytest.mark.parametrize(
     ("name", "cls"),
     [("bm25", BM25Retriever), ("dense", DenseRetriever), ("none", ClosedBookRetriever),
-     ("oracle", OracleRetriever)],
+     ("oracle", OracleRetriever), ("invar", InvarRetriever)],
 )
 def test_retriever_impl_instantiates(name: str, cls: type) -> None:
     cfg = compose_config([f"retriever={name}"])
@@ -143,7 +144,7 @@ def test_retriever_impl_instantiates(name: str, cls: type) -> None:
 
 
 def test_every_retriever_file_is_covered() -> None:
-    assert sorted(p.stem for p in (CONF / "retriever").glob("*.yaml")) == ["bm25", "dense", "none", "oracle"]
+    assert sorted(p.stem for p in (CONF / "retriever").glob("*.yaml")) == ["bm25", "dense", "invar", "none", "oracle"]
 
 
 def test_quick_experiment_is_smaller() -> None:
