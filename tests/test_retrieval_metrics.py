@@ -63,3 +63,13 @@ def test_recall_at_k_skips_depths_beyond_what_was_retrieved() -> None:
 def test_recall_at_k_missing_result_names_the_question() -> None:
     with pytest.raises(KeyError, match="q9"):
         recall_at_k([], [{"id": "q9", "golden_answers": ["x"]}], {}, ks=(1,))
+
+
+def test_recall_table_has_a_row_per_retriever() -> None:
+    from ragforget.retrieval.metrics import recall_table
+
+    text = recall_table({"bm25": {"recall_at_1": 0.5, "recall_at_3": 0.75}, "invar": {"recall_at_1": 0.25,
+                                                                                       "recall_at_3": 0.5}},
+                        [1, 3], "title")
+    assert text.splitlines()[2:] == ["| retriever | recall@1 | recall@3 |", "|---|---:|---:|",
+                                     "| bm25 | 0.500 | 0.750 |", "| invar | 0.250 | 0.500 |"]

@@ -23,6 +23,7 @@ from ragforget.evaluation.evaluate import evaluate_model, shift_metric, with_del
 from ragforget.methods.base import Method, MethodContext, PosthocTransform
 from ragforget.models.loading import has_adapters, load_model, load_tokenizer
 from ragforget.retrieval.base import RetrieverContext
+from ragforget.retrieval.metrics import recall_table
 from ragforget.retrieval.stage import RECALL_KS, build_retriever, retrieval_recall, retrieve
 from ragforget.tracking.mlflow_run import TrackedRun, flatten, git_commit
 from ragforget.training.checkpoint import load_checkpoint_folder, save_checkpoint_folder
@@ -116,14 +117,10 @@ class Job:
                                                  assets.corpus_path, assets.cache_dir, self.corpus_hash, k=depth),
                                         records, self.corpus_by_id)
                  for name, retriever in retrievers.items()}
-        lines = [f"recall@k on {len(records)} {cfg.dataset.name} {split} questions", "",
-                 "| retriever | " + " | ".join(f"recall@{k}" for k in RECALL_KS) + " |",
-                 "|---|" + "---:|" * len(RECALL_KS)]
-        lines += [f"| {name} | " + " | ".join(f"{recall[f'recall_at_{k}']:.3f}" for k in RECALL_KS) + " |"
-                  for name, recall in table.items()]
-        (self.workdir / "retrieval_comparison.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        text = recall_table(table, RECALL_KS, f"recall@k on {len(records)} {cfg.dataset.name} {split} questions")
+        (self.workdir / "retrieval_comparison.md").write_text(text, encoding="utf-8")
         tracked.log_artifact(self.workdir / "retrieval_comparison.md")
-        log.info("\n%s", "\n".join(lines))
+        log.info("\n%s", text)
         metrics = {f"retrieval/{name}/{key}": value for name, recall in table.items() for key, value in recall.items()}
         tracked.log_metrics(metrics)
         return metrics

@@ -56,3 +56,12 @@ def recall_at_k(
                                None))
     return {f"recall_at_{k}": sum(1 for hit in first_hits if hit is not None and hit < k) / len(records)
             for k in usable}
+
+
+def recall_table(recalls: Mapping[str, Mapping[str, float]], ks: Sequence[int], title: str) -> str:
+    """A markdown table: one row per retriever, one recall@k column per k."""
+    lines = [title, "", "| retriever | " + " | ".join(f"recall@{k}" for k in ks) + " |",
+             "|---|" + "---:|" * len(ks)]
+    lines += [f"| {name} | " + " | ".join(f"{recall[f'recall_at_{k}']:.3f}" for k in ks) + " |"
+              for name, recall in recalls.items()]
+    return "\n".join(lines) + "\n"
