@@ -8,6 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
+PORT ?= 5000
 
 .PHONY: install run test test-fast bench dashboard
 
@@ -35,4 +36,4 @@ bench: install
 	$(PY) bench/method_cost.py $(ARGS)
 
 dashboard: install
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000
+	$(PY) -m ragforget.tracking.dashboard --output-dir outputs --port $(PORT)

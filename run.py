@@ -3,6 +3,8 @@
     python run.py                                  # the default experiment (sft on SmolLM2, offline)
     python run.py method=selfaug retriever=dense   # swap any config group
     python run.py --multirun method=sft,selfaug seed=1,2
+    python run.py --multirun experiment=selfaug_table1   # a ready sweep; then:
+    python run.py stage=report report=selfaug_table1     # its table, plots and CSV from MLflow
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    """One job; returns the sweep objective (what hydra-optuna-sweeper maximizes)."""
     from ragforget.pipeline import run_job
     from ragforget.report.summary import summary_table
+    from ragforget.tracking.sweep import objective_value, sweep_tags
 
-    metrics = run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra_cfg = HydraConfig.get()
+    metrics = run_job(cfg, Path(hydra_cfg.runtime.output_dir), tags=sweep_tags(hydra_cfg))
     if metrics:
         print(summary_table(metrics, cfg.run_name))  # the user-facing result of the job
-    return metrics.get("odqa/acc")
+    return objective_value(metrics, cfg.objective)
 
 
 if __name__ == "__main__":

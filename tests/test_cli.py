@@ -25,9 +25,9 @@ def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def runs_in(output_dir: Path) -> list:  # noqa: ANN201 - mlflow Runs
+def runs_in(output_dir: Path, experiment_name: str = "ragforget") -> list:  # noqa: ANN201 - mlflow Runs
     client = MlflowClient(tracking_uri=f"sqlite:///{output_dir}/mlflow.db")
-    experiment = client.get_experiment_by_name("ragforget")
+    experiment = client.get_experiment_by_name(experiment_name)
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 

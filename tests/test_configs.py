@@ -23,7 +23,8 @@ from ragforget.retrieval.dense import DenseRetriever
 from ragforget.retrieval.oracle import OracleRetriever
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ["model", "dataset", "retriever", "general_data", "method", "trainer", "eval", "logger", "paths", "experiment"]
+GROUPS = ["model", "dataset", "retriever", "general_data", "method", "trainer", "eval", "logger", "paths", "experiment",
+          "report", "hparams_search"]
 
 # Options whose config has a mandatory (???) value the user must supply on the command line.
 REQUIRED_OVERRIDES: dict[str, list[str]] = {
@@ -63,7 +64,7 @@ def test_option_composes_and_resolves(option: str) -> None:
     OmegaConf.resolve(cfg)
     assert OmegaConf.missing_keys(cfg) == set(), f"{option} leaves mandatory values unset"
     group, name = option.split("=")
-    if group not in ("experiment", "paths"):
+    if group not in ("experiment", "paths", "hparams_search"):
         assert cfg[group] is not None
     # every _target_ points at something importable (nothing is instantiated here)
     for key, target in _targets(cfg):
@@ -169,3 +170,53 @@ def test_hydra_run_dir_uses_run_name() -> None:
     with hydra.initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = hydra.compose(config_name="config", return_hydra_config=True)
     assert "${run_name}" in OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"]
+
+
+def hydra_composed(*overrides: str) -> DictConfig:
+    with hydra.initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra.compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+# Each ready sweep, and the report that reads it: the report's columns must select every swept value.
+SWEEPS = {
+    "selfaug_table1": ("method", "tags", "method"),
+    "selfaug_alpha": ("method.selfaug.alpha", "params", "method.selfaug.alpha"),
+    "context_length": ("retriever.top_k", "params", "retriever.top_k"),
+    "lora_rank": ("model.lora.r", "params", "model.lora.r"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SWEEPS))
+def test_ready_sweeps_compose_and_their_report_covers_them(name: str) -> None:
+    cfg = hydra_composed(f"experiment={name}")
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.logger.experiment_name == name
+    # the quick budget: minutes per run on 2 CPU cores
+    assert cfg.trainer.max_steps == 30 and cfg.eval.retention.tasks == ["hhh_alignment", "qa_wikidata",
+                                                                         "ifeval_like", "wiki_ppl"]
+    swept, where, key = SWEEPS[name]
+    values = str(cfg.hydra.sweeper.params[swept]).split(",")
+    report = compose_config([f"report={name}"]).report
+    assert report.experiment == name
+    selected = {str(column[where][key]) for column in report.columns if key in column.get(where, {})}
+    assert selected == set(values), f"report={name} columns select {selected}, the sweep runs {values}"
+    seeds = str(cfg.hydra.sweeper.params.seed).split(",")
+    assert [str(s) for s in report.seeds] == seeds
+
+
+def test_full_sft_trains_every_weight_in_fp32() -> None:
+    cfg = compose_config(["method=sft_full"])
+    assert cfg.method.name == "sft_full" and cfg.model.lora is None and cfg.model.dtype == "float32"
+    assert cfg.train.lr < compose_config().train.lr
+
+
+def test_lora_rank_sweep_keeps_the_update_scale() -> None:
+    cfg = compose_config(["experiment=lora_rank", "model.lora.r=64"])
+    assert cfg.model.lora.alpha == 128
+
+
+def test_optuna_search_space_and_objective() -> None:
+    cfg = hydra_composed("hparams_search=selfaug_optuna")
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+    assert set(sweeper.params) == {"method.selfaug.alpha", "train.lr"} and cfg.method.name == "selfaug"
+    assert list(cfg.objective.metrics) == ["odqa/acc", "retention/macro_avg"]

@@ -27,6 +27,7 @@ from ragforget.retrieval.metrics import recall_table
 from ragforget.retrieval.stage import RECALL_KS, build_retriever, retrieval_recall, retrieve
 from ragforget.tracking.mlflow_run import TrackedRun, flatten, git_commit
 from ragforget.training.checkpoint import load_checkpoint_folder, save_checkpoint_folder
+from ragforget.training.distributed import global_rank
 from ragforget.training.train import build_trainable_model, fit
 from ragforget.utils.hashing import stable_hash
 from ragforget.utils.instantiate import instantiate
@@ -35,7 +36,7 @@ from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-STAGES = ("all", "prepare", "synthesize", "evaluate")
+STAGES = ("all", "prepare", "synthesize", "evaluate", "report")
 RUN_ID_FILE = "mlflow_run_id.txt"
 
 
@@ -73,6 +74,7 @@ class Job:
         self.assets: PreparedAssets | None = None
         self.retrieved: dict[str, dict[str, list[str]]] = {}
         self.base_eval_dir: Path | None = None
+        self.base_eval_cost: dict[str, float] = {}
 
     def examples(self, split: str, records: list[dict[str, Any]], tokenizer: Any) -> list[RagExample]:
         """Retrieve passages for ``records`` of ``split`` (cached) and build their prompts."""
@@ -148,15 +150,24 @@ class Job:
             "questions": [(ex.id, ex.doc_ids) for ex in examples],
         })
         path = assets.cache_dir / "base_eval" / key / "metrics.json"
+        timing = path.with_name("timing.json")
         self.base_eval_dir = path.parent
         if path.exists():
             log.info("reusing cached base-model evaluation %s", path.parent)
+            self.base_eval_cost = {"base_eval/reused": 1.0}
+            if timing.exists():  # caches written before timings were kept have none
+                self.base_eval_cost["time/base_eval_s"] = read_json(timing)["seconds"]
             return dict(read_json(path))
         log.info("evaluating the base model once for this eval config (cached in %s)", path.parent)
+        start = time.perf_counter()
         model = load_model(assets.model_path, cfg.model.dtype)
         tokenizer = load_tokenizer(assets.model_path)
         metrics = evaluate_model(model, tokenizer, cfg, examples, assets, out_dir=path.parent)
+        seconds = time.perf_counter() - start
+        write_json(timing, {"seconds": seconds})
         write_json(path, metrics)
+        # A sweep's report sums time/base_eval_s over the runs that reused it: the time the cache saved.
+        self.base_eval_cost = {"base_eval/reused": 0.0, "time/base_eval_s": seconds}
         return metrics
 
     def prepare(self, tracked: TrackedRun | None = None) -> PreparedAssets:
@@ -183,7 +194,8 @@ class Job:
                              cache_dir=assets.cache_dir, seed=cfg.seed, max_length=cfg.train.max_length,
                              model_key=model_key)
 
-    def train(self, method: Method, tokenizer: Any, tracked: TrackedRun) -> tuple[Any, dict[str, float]]:
+    def train(self, method: Method, tokenizer: Any,
+              tracked: TrackedRun | None = None) -> tuple[Any, dict[str, float]]:
         """Stage 3: the method's data transforms and one-off setup, then the training loop."""
         cfg, assets = self.cfg, self.assets
         assert assets is not None
@@ -220,7 +232,9 @@ class Job:
         return metrics
 
     @staticmethod
-    def log_artifacts(context: MethodContext, tracked: TrackedRun) -> None:
+    def log_artifacts(context: MethodContext, tracked: TrackedRun | None) -> None:
+        if tracked is None:  # a DDP worker: rank 0 logs them
+            return
         for name, path in context.artifacts.items():
             tracked.log_artifact(path, name)
 
@@ -265,7 +279,7 @@ class Job:
             metrics = dict(base)
             eval_dir = self.base_eval_dir
         retrieval = {f"retrieval/{k}": v for k, v in recall.items()}
-        metrics = with_deltas({**metrics, **timings, **retrieval}, base)
+        metrics = with_deltas({**metrics, **timings, **retrieval, **self.base_eval_cost}, base)
         tracked.log_metrics(metrics)
         write_json(self.workdir / "metrics.json", metrics)
         for path, name in ((eval_dir, "eval"), (checkpoint, "checkpoint")):
@@ -273,6 +287,19 @@ class Job:
         if trained_weights and method.posthoc is not None:
             self.evaluate_variants(method.posthoc, model, tokenizer, examples, base, metrics, tracked)
         return metrics
+
+    def run_worker(self) -> dict[str, Any]:
+        """A DDP worker (global rank > 0): rank 0's training, and nothing else.
+
+        Rank 0 prepared, retrieved and cached everything before its ``fit`` started the workers, so
+        this reads caches. It tracks, writes, saves and evaluates nothing (rank 0 does, once). The
+        condition mirrors ``run``'s: a worker that skipped ``fit`` would leave rank 0 waiting for it.
+        """
+        method: Method = instantiate(self.cfg.method.impl)
+        assets = self.prepare()
+        if self.cfg.stage == "all" and method.trains and not (self.workdir / "checkpoint").exists():
+            self.train(method, load_tokenizer(assets.model_path))
+        return {}
 
     def evaluate_variants(self, posthoc: PosthocTransform, model: Any, tokenizer: Any, examples: list[RagExample],
                           base: dict[str, float], trained_metrics: dict[str, Any], trained: TrackedRun) -> None:
@@ -308,12 +335,23 @@ class Job:
             run.finish("FINISHED")
 
 
-def run_job(cfg: DictConfig, workdir: Path) -> dict[str, Any]:
-    """Run one job end to end inside its own MLflow run; a failure marks the run FAILED with the error."""
+def run_job(cfg: DictConfig, workdir: Path, tags: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run one job end to end inside its own MLflow run; a failure marks the run FAILED with the error.
+
+    ``tags`` are added to the run (a sweep's shared ``sweep_id``). ``stage=report`` opens no job run:
+    the report queries finished runs and logs itself as a run of its own.
+    """
+    if cfg.stage == "report":
+        from ragforget.report.stage import run_report
+
+        run_report(cfg)
+        return {}
     workdir = Path(cfg.resume_dir or workdir).resolve()
+    if global_rank() != 0:  # a worker started by trainer.strategy: rank 0 tracks and writes this job
+        return Job(cfg, workdir).run_worker()
     workdir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, workdir / "config.yaml", resolve=True)
-    tracked = start_tracking(cfg, workdir)
+    tracked = start_tracking(cfg, workdir, extra_tags=tags)
     tracked.log_artifact(workdir / "config.yaml")
     try:
         metrics = Job(cfg, workdir).run(tracked)

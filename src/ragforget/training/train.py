@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import FSDPStrategy
 from omegaconf import DictConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -32,6 +34,36 @@ def build_trainable_model(cfg: DictConfig, model_path: str) -> PreTrainedModel:
     return model
 
 
+class WholeWeights(L.Callback):
+    """FSDP leaves each rank only its shard of every weight; rank 0 needs them whole for the checkpoint folder.
+
+    Gathering is a collective, so every rank joins it at the end of training, while the process group
+    is up (``state_dict_type: full`` gathers onto rank 0's CPU only); ``restore`` puts the tensors into
+    the model once Lightning has finished with it, since FSDP would trip over replaced parameters.
+    """
+
+    def __init__(self) -> None:
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if isinstance(trainer.strategy, FSDPStrategy):
+            state = trainer.strategy.lightning_module_state_dict()
+            self.state = state if trainer.is_global_zero else None
+
+    def restore(self, module: torch.nn.Module) -> None:
+        if self.state is None:
+            return
+        # Nested FSDP units (and activation checkpointing) insert wrapper names that the gathered keys lack.
+        params = {name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", ""): param
+                  for name, param in module.named_parameters()}
+        missing = sorted(set(params) - set(self.state))
+        if missing:
+            raise RuntimeError(f"the gathered FSDP weights lack {missing[:3]}: set trainer.strategy.use_orig_params "
+                               "true and trainer.strategy.state_dict_type full")
+        for name, param in params.items():
+            param.data = self.state[name]
+
+
 def fit(cfg: DictConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, method: Method,
         examples: Sequence[TrainingExample], workdir: Path, run: TrackedRun | None) -> PreTrainedModel:
     """Train ``model`` in place with the method's loss terms and optimizer; returns it."""
@@ -41,7 +73,9 @@ def fit(cfg: DictConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     module = RagFineTuner(model, method, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                           warmup_ratio=cfg.train.warmup_ratio)
     checkpoints = workdir / "lightning"
+    whole = WholeWeights()
     callbacks: list[L.Callback] = [
+        whole,
         ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0,
                         every_n_train_steps=cfg.train.checkpoint_every_n_steps),
     ]
@@ -53,4 +87,5 @@ def fit(cfg: DictConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     if last.exists():
         log.info("resuming training from %s", last)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    whole.restore(module)
     return module.model

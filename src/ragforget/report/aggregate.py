@@ -1,0 +1,77 @@
+"""Seeds to mean ± std per (row, column), and the best column of each row. Pure functions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ragforget.report.query import RunRecord, Selection, metric_values
+from ragforget.report.spec import ReportSpec, Row
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A metric over seeds, already scaled; ``std`` is the sample std (ddof=1), None for one seed."""
+
+    mean: float
+    std: float | None
+    n: int
+
+
+def summarize(values: Sequence[float], scale: float = 1.0) -> Cell | None:
+    if not values:
+        return None
+    scaled = [v * scale for v in values]
+    mean = sum(scaled) / len(scaled)
+    std = math.sqrt(sum((v - mean) ** 2 for v in scaled) / (len(scaled) - 1)) if len(scaled) > 1 else None
+    return Cell(mean, std, len(scaled))
+
+
+Table = dict[str, dict[str, Cell | None]]   # row label -> column label -> cell
+
+
+def aggregate(spec: ReportSpec, selection: Selection) -> Table:
+    return {row.label: {label: summarize(metric_values(runs, row.metric), row.scale)
+                        for label, runs in selection.used.items()}
+            for row in spec.rows}
+
+
+def best_columns(spec: ReportSpec, table: Table) -> dict[str, set[str]]:
+    """Per row, the column(s) with the best mean (ties share it), among columns not excluded."""
+    best: dict[str, set[str]] = {}
+    for row in spec.rows:
+        cells = {label: cell for label, cell in table[row.label].items()
+                 if cell is not None and label not in spec.exclude_from_best}
+        if not cells:
+            best[row.label] = set()
+            continue
+        pick = min if row.lower_is_better else max
+        target = round(pick(c.mean for c in cells.values()), row.decimals)
+        best[row.label] = {label for label, c in cells.items() if round(c.mean, row.decimals) == target}
+    return best
+
+
+def pearson_r(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Pearson correlation; NaN with fewer than 3 points or no variance (nothing to correlate)."""
+    n = len(xs)
+    if n < 3 or n != len(ys):
+        return math.nan
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
+
+
+def paired_points(runs: Sequence[RunRecord], x: str, y: str) -> list[tuple[float, float, RunRecord]]:
+    """(x, y) of every run that has both metrics."""
+    return [(r.metrics[x], r.metrics[y], r) for r in runs if x in r.metrics and y in r.metrics]
+
+
+def format_cell(cell: Cell | None, row: Row) -> str:
+    """'12.34 ± 0.56' (mean only for one seed; '–' when no run has the metric)."""
+    if cell is None:
+        return "–"
+    text = f"{cell.mean:.{row.decimals}f}"
+    return text if cell.std is None else f"{text} ± {cell.std:.{row.decimals}f}"
