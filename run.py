@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> float | None:
     metrics = run_job(cfg, Path(hydra_cfg.runtime.output_dir), tags=sweep_tags(hydra_cfg))
     if metrics:
         print(summary_table(metrics, cfg.run_name))  # the user-facing result of the job
-    return objective_value(metrics, cfg.objective)
+    return objective_value(metrics, cfg.objective, cfg.stage)
 
 
 if __name__ == "__main__":

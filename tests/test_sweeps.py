@@ -31,13 +31,15 @@ def test_sweep_tags_only_in_multirun(tmp_path: Path) -> None:
 
 def test_objective_is_a_weighted_sum_of_metrics() -> None:
     metrics = {"odqa/acc": 0.2, "retention/macro_avg": 0.4}
-    assert objective_value(metrics, {"metrics": ["odqa/acc", "retention/macro_avg"], "weights": [1.0, 0.5]}) \
-        == pytest.approx(0.2 + 0.5 * 0.4)
-    assert objective_value({}, {"metrics": ["odqa/acc"], "weights": [1.0]}) is None
+    both = {"metrics": ["odqa/acc", "retention/macro_avg"], "weights": [1.0, 0.5]}
+    assert objective_value(metrics, both, "all") == pytest.approx(0.2 + 0.5 * 0.4)
+    # stages that evaluate nothing have no objective (self_synth's stage=synthesize has other metrics)
+    assert objective_value({"self_synth/rows": 3.0}, both, "synthesize") is None
+    assert objective_value({}, both, "prepare") is None
     with pytest.raises(ConfigError, match="objective.metrics"):
-        objective_value(metrics, {"metrics": ["odqa/em"], "weights": [1.0]})
+        objective_value(metrics, {"metrics": ["odqa/em"], "weights": [1.0]}, "evaluate")
     with pytest.raises(ConfigError, match="objective.weights"):
-        objective_value(metrics, {"metrics": ["odqa/acc"], "weights": [1.0, 2.0]})
+        objective_value(metrics, {"metrics": ["odqa/acc"], "weights": [1.0, 2.0]}, "all")
 
 
 @pytest.mark.slow

@@ -31,13 +31,16 @@ def sweep_tags(hydra_cfg: Any) -> dict[str, str]:
     }
 
 
-def objective_value(metrics: Mapping[str, float], objective: Mapping[str, Any]) -> float | None:
+EVALUATING_STAGES = ("all", "evaluate")
+
+
+def objective_value(metrics: Mapping[str, float], objective: Mapping[str, Any], stage: str) -> float | None:
     """The weighted sum of metrics a sweeper maximizes (``objective.metrics`` x ``objective.weights``).
 
-    None when the job produced no metrics at all (``stage=prepare``); a named metric that a job with
-    metrics lacks is a config mistake and says so.
+    None for a stage that evaluates nothing (prepare, synthesize, report); a named metric that an
+    evaluated job lacks is a config mistake and says so.
     """
-    if not metrics:
+    if stage not in EVALUATING_STAGES:
         return None
     names, weights = list(objective["metrics"]), list(objective["weights"])
     if len(names) != len(weights):
