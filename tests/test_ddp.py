@@ -36,7 +36,7 @@ def _job_folder_checks(folder: Path) -> None:
 
 
 def test_ddp_trains_two_processes_into_one_folder_and_one_mlflow_run(tmp_path: Path) -> None:
-    run_cli("trainer=ddp", f"paths.output_dir={tmp_path}", *TINY)
+    run_cli("trainer=ddp", f"paths.output_dir={tmp_path}", *TINY, timeout=600)
     (run,) = runs_in(tmp_path)
     assert run.info.status == "FINISHED" and "odqa/acc" in run.data.metrics
     assert run.data.params["trainer.strategy._target_"] == "ragforget.training.distributed.HydraJobDDPStrategy"
@@ -48,7 +48,7 @@ def test_ddp_trains_two_processes_into_one_folder_and_one_mlflow_run(tmp_path: P
 def test_ddp_under_multirun_starts_workers_for_each_job_only(tmp_path: Path) -> None:
     """Lightning's own launcher would restart the whole sweep in every worker, and its second job would
     reuse the first job's process group (LOCAL_RANK left set): this sweep would fail or multiply runs."""
-    run_cli("--multirun", "seed=0,1", "trainer=ddp", f"paths.output_dir={tmp_path}", *TINY)
+    run_cli("--multirun", "seed=0,1", "trainer=ddp", f"paths.output_dir={tmp_path}", *TINY, timeout=600)
     runs = runs_in(tmp_path)
     assert sorted(r.info.run_name for r in runs) == [f"sft-tiny_random-squad_open-s{s}" for s in (0, 1)]
     assert all(r.info.status == "FINISHED" and "odqa/acc" in r.data.metrics for r in runs)

@@ -37,10 +37,10 @@ EVALUATING_STAGES = ("all", "evaluate")
 def objective_value(metrics: Mapping[str, float], objective: Mapping[str, Any], stage: str) -> float | None:
     """The weighted sum of metrics a sweeper maximizes (``objective.metrics`` x ``objective.weights``).
 
-    None for a stage that evaluates nothing (prepare, synthesize, report); a named metric that an
-    evaluated job lacks is a config mistake and says so.
+    None for a stage that evaluates nothing (prepare, synthesize, report) and for a DDP worker (its
+    job's metrics are rank 0's); a named metric that an evaluated job lacks is a config mistake.
     """
-    if stage not in EVALUATING_STAGES:
+    if stage not in EVALUATING_STAGES or not metrics:
         return None
     names, weights = list(objective["metrics"]), list(objective["weights"])
     if len(names) != len(weights):
