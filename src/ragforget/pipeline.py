@@ -265,7 +265,7 @@ class Job:
         timings: dict[str, float] = {}
         if cfg.stage == "all" and not checkpoint.exists():
             trained = None
-            if method.trains:
+            if self.fits(method):
                 trained, timings = self.train(method, tokenizer, tracked)
             save_checkpoint_folder(checkpoint, trained, tokenizer, cfg)
 
@@ -288,16 +288,20 @@ class Job:
             self.evaluate_variants(method.posthoc, model, tokenizer, examples, base, metrics, tracked)
         return metrics
 
+    def fits(self, method: Method) -> bool:
+        """Whether this job trains: ``run`` and every DDP worker must agree (a worker that skipped
+        ``fit`` would leave rank 0 waiting for it)."""
+        return self.cfg.stage == "all" and method.trains and not (self.workdir / "checkpoint").exists()
+
     def run_worker(self) -> dict[str, Any]:
         """A DDP worker (global rank > 0): rank 0's training, and nothing else.
 
         Rank 0 prepared, retrieved and cached everything before its ``fit`` started the workers, so
-        this reads caches. It tracks, writes, saves and evaluates nothing (rank 0 does, once). The
-        condition mirrors ``run``'s: a worker that skipped ``fit`` would leave rank 0 waiting for it.
+        this reads caches. It tracks, writes, saves and evaluates nothing (rank 0 does, once).
         """
         method: Method = instantiate(self.cfg.method.impl)
         assets = self.prepare()
-        if self.cfg.stage == "all" and method.trains and not (self.workdir / "checkpoint").exists():
+        if self.fits(method):
             self.train(method, load_tokenizer(assets.model_path))
         return {}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ragforget.report.spec import ReportSpec
+from ragforget.report.spec import Column, ReportSpec
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -37,9 +37,13 @@ class Selection:
     """The runs a report uses, per column label, and the gaps: missing (column, seed) and failed runs."""
 
     used: dict[str, list[RunRecord]] = field(default_factory=dict)
-    missing: list[tuple[str, str]] = field(default_factory=list)
+    missing: list[tuple[Column, str]] = field(default_factory=list)
     failed: list[tuple[str, RunRecord]] = field(default_factory=list)
     superseded: int = 0       # older finished runs of a (column, seed) that a newer one replaced
+
+    @property
+    def runs_used(self) -> int:
+        return sum(len(runs) for runs in self.used.values())
 
 
 def fetch_runs(tracking_uri: str, experiment: str, filter_tags: Mapping[str, str]) -> list[RunRecord]:
@@ -80,15 +84,10 @@ def select_runs(spec: ReportSpec, runs: list[RunRecord]) -> Selection:
                 failed = [r for r in of_seed if r.status == "FAILED"]
                 selection.failed += [(column.label, r) for r in failed]
                 if not failed:
-                    selection.missing.append((column.label, seed))
+                    selection.missing.append((column, seed))
     return selection
 
 
 def metric_values(runs: list[RunRecord], metric: str) -> list[float]:
     return [r.metrics[metric] for r in runs if metric in r.metrics]
-
-
-def describe_missing(spec: ReportSpec, label: str, seed: str) -> str:
-    column = next(c for c in spec.columns if c.label == label)
-    return f"{label}, seed {seed}: no FINISHED run with {column.describe()}"
 

@@ -9,11 +9,7 @@ from collections.abc import Callable, Sequence
 
 from ragforget.report.aggregate import Table, format_cell
 from ragforget.report.spec import PublishedTable, ReportSpec
-
-
-def _markdown_grid(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-    return lines + ["| " + " | ".join(cells) + " |" for cells in body]
+from ragforget.utils.markdown import markdown_table
 
 
 def regenerated_body(spec: ReportSpec, table: Table, best: dict[str, set[str]], bold: str,
@@ -39,10 +35,10 @@ def markdown(spec: ReportSpec, table: Table, best: dict[str, set[str]], notes: S
     lines = [f"## {spec.title}", "",
              f"Regenerated from MLflow experiment `{spec.experiment}`: mean ± std over seeds "
              f"{', '.join(spec.seeds)} (sample std; a lone seed shows its value). Best per row in bold{excluded}.",
-             "", *_markdown_grid(["metric", *labels], regenerated_body(spec, table, best, "**{}**"))]
+             "", *markdown_table(["metric", *labels], regenerated_body(spec, table, best, "**{}**"))]
     if spec.published is not None:
         lines += ["", f"### Published, not regenerated: {spec.published.source}", "",
-                  *_markdown_grid(["metric", *spec.published.columns], published_body(spec.published))]
+                  *markdown_table(["metric", *spec.published.columns], published_body(spec.published))]
     lines += ["", "### Notes", "", *[f"- {note}" for note in notes]]
     return "\n".join(lines) + "\n"
 

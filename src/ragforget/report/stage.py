@@ -13,9 +13,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ragforget.errors import ConfigError
-from ragforget.report.aggregate import Table, aggregate, best_columns
+from ragforget.report.aggregate import aggregate, best_columns
 from ragforget.report.plots import shift_plot, tradeoff_plot
-from ragforget.report.query import Selection, describe_missing, fetch_runs, select_runs
+from ragforget.report.query import Selection, fetch_runs, select_runs
 from ragforget.report.render import csv_text, latex, markdown
 from ragforget.report.spec import ReportSpec, report_spec
 from ragforget.tracking.mlflow_run import TrackedRun
@@ -28,9 +28,8 @@ log = get_logger(__name__)
 class Report:
     spec: ReportSpec
     selection: Selection
-    table: Table
     pearson_r: float
-    notes: list[str]
+    base_eval_saved_s: float
     out_dir: Path
 
 
@@ -45,7 +44,8 @@ def base_eval_note(selection: Selection) -> tuple[str, float]:
 
 
 def gap_notes(spec: ReportSpec, selection: Selection) -> list[str]:
-    notes = [f"MISSING {describe_missing(spec, label, seed)}" for label, seed in selection.missing]
+    notes = [f"MISSING {column.label}, seed {seed}: no FINISHED run with {column.describe()}"
+             for column, seed in selection.missing]
     notes += [f"FAILED {label}, seed {run.seed}: run {run.run_id} ({run.name}): {run.error[:300]}"
               for label, run in selection.failed]
     if selection.superseded:
@@ -62,9 +62,8 @@ def write_report(spec: ReportSpec, selection: Selection, out_dir: Path) -> Repor
     staging.mkdir(parents=True)
     r = shift_plot(spec, selection, staging / "shift_vs_forgetting.png")
     points = tradeoff_plot(spec, selection, staging / "tradeoff.png")
-    used = sum(len(runs) for runs in selection.used.values())
-    base_note, _ = base_eval_note(selection)
-    notes = [f"{used} run(s) used: " + ", ".join(f"{label} {len(runs)}" for label, runs in selection.used.items()),
+    base_note, saved = base_eval_note(selection)
+    notes = [f"{selection.runs_used} run(s) used: " + ", ".join(f"{label} {len(runs)}" for label, runs in selection.used.items()),
              *gap_notes(spec, selection),
              f"forgetting vs distribution shift ({spec.shift[0]} against -{spec.shift[1]}): Pearson r = "
              + ("n/a (fewer than 3 runs)" if math.isnan(r) else f"{r:.3f}"),
@@ -76,7 +75,7 @@ def write_report(spec: ReportSpec, selection: Selection, out_dir: Path) -> Repor
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
-    return Report(spec, selection, table, r, notes, out_dir)
+    return Report(spec, selection, r, saved, out_dir)
 
 
 def log_report(report: Report, cfg: DictConfig) -> str:
@@ -86,9 +85,9 @@ def log_report(report: Report, cfg: DictConfig) -> str:
     run_id = tracked.start(f"report-{report.spec.name}", {"stage": "report", "report": report.spec.name})
     selection = report.selection
     tracked.log_metrics({
-        "report/runs_used": sum(len(runs) for runs in selection.used.values()),
+        "report/runs_used": selection.runs_used,
         "report/runs_missing": len(selection.missing), "report/runs_failed": len(selection.failed),
-        "report/pearson_r": report.pearson_r, "report/base_eval_saved_s": base_eval_note(selection)[1]})
+        "report/pearson_r": report.pearson_r, "report/base_eval_saved_s": report.base_eval_saved_s})
     tracked.log_artifact(report.out_dir, "report")
     tracked.finish("FINISHED")
     return run_id

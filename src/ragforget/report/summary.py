@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ragforget.utils.markdown import markdown_table
+
 
 def _row_names(metrics: Mapping[str, float]) -> list[str]:
     """Headline rows: ODQA, retrieval recall, every retention task's primary score, macro average, shift.
@@ -21,12 +23,12 @@ def _row_names(metrics: Mapping[str, float]) -> list[str]:
 
 def summary_table(metrics: Mapping[str, float], title: str) -> str:
     """A markdown table: metric | base | this run | delta (base columns blank where not measured)."""
-    lines = [f"### {title}", "", "| metric | base | this run | delta |", "|---|---:|---:|---:|"]
+    rows = []
     for name in _row_names(metrics):
         value = metrics[name]
         base = metrics.get(f"base/{name}")
         if base is None:
-            lines.append(f"| {name} |  | {value:.4f} |  |")
+            rows.append([name, "", f"{value:.4f}", ""])
         else:
-            lines.append(f"| {name} | {base:.4f} | {value:.4f} | {value - base:+.4f} |")
-    return "\n".join(lines)
+            rows.append([name, f"{base:.4f}", f"{value:.4f}", f"{value - base:+.4f}"])
+    return "\n".join([f"### {title}", "", *markdown_table(["metric", "base", "this run", "delta"], rows)])

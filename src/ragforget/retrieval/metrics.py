@@ -11,6 +11,7 @@ from typing import Any
 
 from ragforget.evaluation.metrics import normalize_answer
 from ragforget.utils.logging import get_logger
+from ragforget.utils.markdown import markdown_table
 
 log = get_logger(__name__)
 
@@ -60,8 +61,6 @@ def recall_at_k(
 
 def recall_table(recalls: Mapping[str, Mapping[str, float]], ks: Sequence[int], title: str) -> str:
     """A markdown table: one row per retriever, one recall@k column per k."""
-    lines = [title, "", "| retriever | " + " | ".join(f"recall@{k}" for k in ks) + " |",
-             "|---|" + "---:|" * len(ks)]
-    lines += [f"| {name} | " + " | ".join(f"{recall[f'recall_at_{k}']:.3f}" for k in ks) + " |"
-              for name, recall in recalls.items()]
+    rows = [[name, *(f"{recall[f'recall_at_{k}']:.3f}" for k in ks)] for name, recall in recalls.items()]
+    lines = [title, "", *markdown_table(["retriever", *(f"recall@{k}" for k in ks)], rows)]
     return "\n".join(lines) + "\n"
