@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from conftest import compose_config
+from ragforget.models.loading import starting_model_key
 from ragforget.pipeline import RUN_ID_FILE, run_job
 from ragforget.training.checkpoint import load_checkpoint_folder
 from ragforget.training.module import RagFineTuner
@@ -77,6 +78,14 @@ def test_base_method_evaluates_the_starting_model_without_training(tmp_path: Pat
     client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
     run_id = run_of(cfg, tmp_path / "job").info.run_id
     assert "eval/predictions.jsonl" in {a.path for a in client.list_artifacts(run_id, "eval")}
+
+
+def test_runs_that_differ_only_in_lora_share_the_base_model_caches(tmp_path: Path) -> None:
+    def key(*overrides: str) -> dict:
+        return starting_model_key(tiny_config(tmp_path, *overrides).model)
+
+    assert key("model.lora.r=4") == key("model.lora.r=64", "model.lora.alpha=128") == key("model.lora=null")
+    assert key() != key("model.dtype=bfloat16")  # other weights: another base evaluation
 
 
 def test_interrupted_run_resumes_into_the_same_mlflow_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

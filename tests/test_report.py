@@ -82,10 +82,16 @@ def test_summary_statistics_by_hand() -> None:
 
 def test_best_column_respects_direction_ties_and_exclusions() -> None:
     spec = report_spec(SPEC)
-    table = {"acc": {"Base": Cell(99.0, None, 1), "A": Cell(20.0, 1.0, 3), "B": Cell(20.001, None, 1), "C": None},
+    table = {"acc": {"Base": Cell(99.0, None, 1), "A": Cell(20.0, 1.0, 3), "B": Cell(20.001, None, 1),
+                     "C": Cell(10.0, None, 1)},
              "KL": {"Base": Cell(0.0, None, 1), "A": Cell(0.2, None, 1), "B": Cell(0.45, None, 1), "C": None}}
     best = best_columns(spec, table)
     assert best == {"acc": {"A", "B"}, "KL": {"A"}}  # 20.00 ties at 2 decimals; Base is excluded
+
+    # every column ties (Base excluded): nothing is bold; a lone column is still the best
+    table["acc"] = {"Base": Cell(99.0, None, 1), **{label: Cell(20.0, None, 1) for label in "ABC"}}
+    table["KL"] = {"Base": Cell(0.0, None, 1), "A": Cell(0.2, None, 1), "B": None, "C": None}
+    assert best_columns(spec, table) == {"acc": set(), "KL": {"A"}}
 
 
 def test_report_from_a_synthetic_store(tmp_path: Path, toy_store: str) -> None:

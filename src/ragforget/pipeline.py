@@ -21,7 +21,7 @@ from ragforget.data.records import corpus_fingerprint, load_corpus, load_qa, see
 from ragforget.errors import ConfigError
 from ragforget.evaluation.evaluate import evaluate_model, shift_metric, with_deltas
 from ragforget.methods.base import Method, MethodContext, PosthocTransform
-from ragforget.models.loading import has_adapters, load_model, load_tokenizer
+from ragforget.models.loading import has_adapters, load_model, load_tokenizer, starting_model_key
 from ragforget.retrieval.base import RetrieverContext
 from ragforget.retrieval.metrics import recall_table
 from ragforget.retrieval.stage import RECALL_KS, build_retriever, retrieval_recall, retrieve
@@ -144,7 +144,7 @@ class Job:
         assert assets is not None
         key = stable_hash({
             "version": ragforget.__version__,
-            "model": OmegaConf.to_container(cfg.model, resolve=True),
+            "model": starting_model_key(cfg.model),
             "eval": OmegaConf.to_container(cfg.eval, resolve=True),
             "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
             "questions": [(ex.id, ex.doc_ids) for ex in examples],
@@ -188,7 +188,7 @@ class Job:
     def method_context(self, tokenizer: Any) -> MethodContext:
         cfg, assets = self.cfg, self.assets
         assert assets is not None
-        model_key = {"model": OmegaConf.to_container(cfg.model, resolve=True)}
+        model_key = {"model": starting_model_key(cfg.model)}
         return MethodContext(model_path=assets.model_path, tokenizer=tokenizer,
                              chat_template=cfg.model.chat_template, dtype=cfg.model.dtype,
                              cache_dir=assets.cache_dir, seed=cfg.seed, max_length=cfg.train.max_length,

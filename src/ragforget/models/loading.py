@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ragforget.errors import ConfigError
@@ -47,6 +48,18 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def starting_model_key(model_cfg: DictConfig) -> dict[str, Any]:
+    """What identifies the starting model in cache keys: its config without ``lora``.
+
+    The adapter settings shape what gets trained, not the weights training starts from, so the base
+    model's evaluation (and SDFT's rewrites, EWC's Fisher) is shared across LoRA ranks.
+    """
+    key = OmegaConf.to_container(model_cfg, resolve=True)
+    assert isinstance(key, dict)
+    key.pop("lora", None)
+    return key
 
 
 def load_model(name_or_path: str, dtype: str = "float32") -> PreTrainedModel:

@@ -38,7 +38,10 @@ def aggregate(spec: ReportSpec, selection: Selection) -> Table:
 
 
 def best_columns(spec: ReportSpec, table: Table) -> dict[str, set[str]]:
-    """Per row, the column(s) with the best mean (ties share it), among columns not excluded."""
+    """Per row, the column(s) with the best mean (ties share it), among columns not excluded.
+
+    A row where every column ties has no best: bolding all of them would mark nothing.
+    """
     best: dict[str, set[str]] = {}
     for row in spec.rows:
         cells = {label: cell for label, cell in table[row.label].items()
@@ -48,7 +51,8 @@ def best_columns(spec: ReportSpec, table: Table) -> dict[str, set[str]]:
             continue
         pick = min if row.lower_is_better else max
         target = round(pick(c.mean for c in cells.values()), row.decimals)
-        best[row.label] = {label for label, c in cells.items() if round(c.mean, row.decimals) == target}
+        winners = {label for label, c in cells.items() if round(c.mean, row.decimals) == target}
+        best[row.label] = winners if len(winners) < len(cells) or len(cells) == 1 else set()
     return best
 
 
