@@ -63,7 +63,8 @@ def write_report(spec: ReportSpec, selection: Selection, out_dir: Path) -> Repor
     r = shift_plot(spec, selection, staging / "shift_vs_forgetting.png")
     points = tradeoff_plot(spec, selection, staging / "tradeoff.png")
     base_note, saved = base_eval_note(selection)
-    notes = [f"{selection.runs_used} run(s) used: " + ", ".join(f"{label} {len(runs)}" for label, runs in selection.used.items()),
+    per_column = ", ".join(f"{label} {len(runs)}" for label, runs in selection.used.items())
+    notes = [f"{selection.runs_used} run(s) used: {per_column}",
              *gap_notes(spec, selection),
              f"forgetting vs distribution shift ({spec.shift[0]} against -{spec.shift[1]}): Pearson r = "
              + ("n/a (fewer than 3 runs)" if math.isnan(r) else f"{r:.3f}"),
