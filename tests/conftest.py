@@ -24,12 +24,17 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         return compose(config_name="config", overrides=overrides or [])
 
 
-@pytest.fixture(scope="session")
-def tiny_model_path() -> str:
-    """The tiny random Llama snapshot (SmolLM2 tokenizer), materialized once per cache."""
+def model_snapshot(model: str) -> str:
+    """The snapshot folder of ``conf/model/<model>.yaml``, materialized once per cache."""
     import hydra
 
     from ragforget.assets.cache import resolve_cache_dir
 
-    cfg = compose_config(["model=tiny_random"])
+    cfg = compose_config([f"model={model}"])
     return hydra.utils.instantiate(cfg.model.source).materialize(resolve_cache_dir(cfg.paths.cache_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> str:
+    """The tiny random Llama snapshot (SmolLM2 tokenizer)."""
+    return model_snapshot("tiny_random")

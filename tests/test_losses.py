@@ -1,4 +1,8 @@
-"""Loss terms against values worked out by hand, plus gradient and masking checks."""
+"""Loss terms against values worked out by hand, plus gradient and masking checks.
+
+The losses take final hidden states and an LM head. With the identity head (weight = I) the hidden
+rows ARE the logits, so the hand-worked values are written as logits.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,14 @@ from ragforget.methods.base import Method, StepTensors
 from ragforget.methods.losses import answer_nll, answer_positions, masked_kl, prompt_positions
 from ragforget.methods.output_kl import OutputKL
 from ragforget.methods.selfaug import InputKL
+from ragforget.models.head import FinalHidden, LinearHead
 
 LN = math.log
+
+
+def as_logits(logits: torch.Tensor) -> FinalHidden:
+    """[B, T, V] logits as hidden states under the identity head."""
+    return FinalHidden(logits, LinearHead(torch.eye(logits.shape[-1], dtype=logits.dtype)))
 
 
 def test_answer_nll_by_hand() -> None:
@@ -22,13 +32,13 @@ def test_answer_nll_by_hand() -> None:
     # Position 1 predicts label[2] = 2 from logits [0, 0, ln 2]: p = 2/4, so -ln(1/2).
     logits = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 0.0, LN(2)], [5.0, -5.0, 1.0]]])
     labels = torch.tensor([[IGN, 1, 2]])
-    assert answer_nll(logits, labels).item() == pytest.approx((LN(3) + LN(2)) / 2, abs=1e-6)
+    assert answer_nll(as_logits(logits), labels).item() == pytest.approx((LN(3) + LN(2)) / 2, abs=1e-6)
 
 
 def test_answer_nll_ignores_unlabelled_positions() -> None:
     logits = torch.randn(2, 4, 5)
     labels = torch.full((2, 4), IGN)
-    assert answer_nll(logits, labels).item() == 0.0
+    assert answer_nll(as_logits(logits), labels).item() == 0.0
 
 
 # One position where p = [1/2, 1/2] (policy) and p0 = [3/4, 1/4] (reference).
@@ -49,18 +59,18 @@ def _pair() -> tuple[torch.Tensor, torch.Tensor]:
 def test_masked_kl_by_hand_mean_over_positions(direction: str, expected: float) -> None:
     policy, reference = _pair()
     mask = torch.tensor([[True, True, False]])
-    value = masked_kl(policy, reference, mask, direction=direction)  # type: ignore[arg-type]
+    value = masked_kl(as_logits(policy), as_logits(reference), mask, direction=direction)  # type: ignore[arg-type]
     assert value.item() == pytest.approx(expected / 2, abs=1e-6)  # 2 selected positions, one has KL 0
 
 
 def test_masked_kl_zero_for_identical_distributions() -> None:
     logits = torch.randn(2, 5, 7)
-    assert masked_kl(logits, logits.clone(), torch.ones(2, 5, dtype=torch.bool)).item() == pytest.approx(0, abs=1e-6)
+    assert masked_kl(as_logits(logits), as_logits(logits.clone()), torch.ones(2, 5, dtype=torch.bool)).item() == pytest.approx(0, abs=1e-6)
 
 
 def test_masked_kl_nothing_selected_is_zero_with_graph() -> None:
     policy = torch.randn(1, 3, 4, requires_grad=True)
-    value = masked_kl(policy, torch.randn(1, 3, 4), torch.zeros(1, 3, dtype=torch.bool))
+    value = masked_kl(as_logits(policy), as_logits(torch.randn(1, 3, 4)), torch.zeros(1, 3, dtype=torch.bool))
     value.backward()
     assert value.item() == 0.0 and policy.grad is not None
 
@@ -72,7 +82,7 @@ def test_chunked_kl_gradient_matches_autograd(direction: str) -> None:
     reference = torch.randn(2, 5, 11, dtype=torch.float64)
     mask = torch.rand(2, 5) > 0.3
 
-    value = masked_kl(policy, reference, mask, direction=direction, chunk_size=2)  # type: ignore[arg-type]
+    value = masked_kl(as_logits(policy), as_logits(reference), mask, direction=direction, chunk_rows=2)  # type: ignore[arg-type]
     (grad,) = torch.autograd.grad(value, policy)
 
     p_log = torch.log_softmax(policy[mask], -1)
@@ -90,14 +100,14 @@ def test_chunk_size_does_not_change_the_value() -> None:
     torch.manual_seed(1)
     policy, reference = torch.randn(3, 7, 13), torch.randn(3, 7, 13)
     mask = torch.ones(3, 7, dtype=torch.bool)
-    one = masked_kl(policy, reference, mask, chunk_size=1)
-    many = masked_kl(policy, reference, mask, chunk_size=1000)
+    one = masked_kl(as_logits(policy), as_logits(reference), mask, chunk_rows=1)
+    many = masked_kl(as_logits(policy), as_logits(reference), mask, chunk_rows=1000)
     assert one.item() == pytest.approx(many.item(), rel=1e-6)
 
 
 def test_masked_kl_rejects_unknown_direction() -> None:
     with pytest.raises(ValueError, match="direction"):
-        masked_kl(torch.zeros(1, 1, 2), torch.zeros(1, 1, 2), torch.ones(1, 1, dtype=torch.bool),
+        masked_kl(as_logits(torch.zeros(1, 1, 2)), as_logits(torch.zeros(1, 1, 2)), torch.ones(1, 1, dtype=torch.bool),
                   direction="sideways")  # type: ignore[arg-type]
 
 
@@ -113,7 +123,7 @@ def test_input_kl_term_weights_the_prompt_kl() -> None:
     labels = torch.tensor([[IGN, IGN, IGN]])
     attention = torch.tensor([[1, 1, 0]])
     batch = {"input_ids": torch.zeros(1, 3, dtype=torch.long), "attention_mask": attention, "labels": labels}
-    step = StepTensors(batch=batch, logits=policy, reference_logits=reference, model=torch.nn.Identity())
+    step = StepTensors(batch=batch, policy=as_logits(policy), reference=as_logits(reference), model=torch.nn.Identity())
     assert InputKL(weight=0.5)(step).item() == pytest.approx(0.5 * FORWARD_KL / 2, abs=1e-6)
     assert InputKL(weight=0.5, direction="reverse")(step).item() == pytest.approx(0.5 * REVERSE_KL / 2, abs=1e-6)
 
@@ -125,7 +135,7 @@ def test_output_kl_reads_answer_positions_where_input_kl_reads_the_prompt() -> N
     policy, reference = _pair()
     batch = {"input_ids": torch.zeros(1, 3, dtype=torch.long), "attention_mask": torch.ones(1, 3, dtype=torch.long),
              "labels": torch.tensor([[IGN, 1, 1]])}
-    step = StepTensors(batch=batch, logits=policy, reference_logits=reference, model=torch.nn.Identity())
+    step = StepTensors(batch=batch, policy=as_logits(policy), reference=as_logits(reference), model=torch.nn.Identity())
     assert OutputKL(weight=2.0)(step).item() == pytest.approx(2.0 * FORWARD_KL / 2, abs=1e-6)
     assert OutputKL(weight=1.0, direction="reverse")(step).item() == pytest.approx(REVERSE_KL / 2, abs=1e-6)
     assert InputKL(weight=1.0)(step).item() == pytest.approx(FORWARD_KL, abs=1e-6)

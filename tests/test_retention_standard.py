@@ -61,19 +61,33 @@ def test_eval_standard_composes_lm_eval_task_names() -> None:
     assert cfg.eval.odqa.max_questions == compose_config([]).eval.odqa.max_questions
 
 
-class _Vocab:
-    """Just enough of a model for fit_batch_to_vocab: an output embedding of some vocabulary size."""
+class _Head(torch.nn.Module):
+    """Just enough of a model for fit_batch_to_memory: an LM head of some vocabulary and dtype (no memory)."""
 
-    def __init__(self, vocab: int) -> None:
-        self.weight = torch.empty(vocab, 1)
+    def __init__(self, vocab: int, dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        self.lm_head = torch.nn.Linear(1, vocab, bias=False, device="meta", dtype=dtype)
 
-    def get_output_embeddings(self) -> _Vocab:
-        return self
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.lm_head
 
 
-def test_retention_batch_shrinks_for_large_vocabularies() -> None:
-    from ragforget.evaluation.retention.suites import fit_batch_to_vocab
+def test_retention_batch_fits_the_cpu_budget() -> None:
+    from ragforget.evaluation.retention.suites import fit_batch_to_memory
 
-    assert fit_batch_to_vocab(_Vocab(49152), 16) == 16    # SmolLM2: 16 x 1024 x 49k x 8 B = 6 GiB
-    assert fit_batch_to_vocab(_Vocab(262144), 16) == 3    # Gemma 3: a batch of 16 was OOM-killed at 23 GB
-    assert fit_batch_to_vocab(_Vocab(10**9), 16) == 1
+    # 768 MiB over 1024 tokens x vocabulary x (logit bytes + 4 for the fp32 log-softmax) per row.
+    assert fit_batch_to_memory(_Head(49152), 16) == 2                    # SmolLM2, bf16: 302 MB a row
+    assert fit_batch_to_memory(_Head(49152), "auto") == 2
+    assert fit_batch_to_memory(_Head(24576, torch.float32), "auto") == 4  # 201 MB a row
+    assert fit_batch_to_memory(_Head(24576, torch.float32), 3) == 3       # an explicit size below the cap stays
+    assert fit_batch_to_memory(_Head(262144), 16) == 1                   # Gemma 3: 16 rows were OOM-killed at 23 GB
+    assert fit_batch_to_memory(_Head(10**9), "auto") == 1
+
+
+def test_retention_batch_grows_with_free_gpu_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragforget.evaluation.retention import suites
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 * 2**30, 141 * 2**30))
+    assert suites.logit_budget(torch.device("cuda")) == 40 * 2**30
+    monkeypatch.setattr(suites, "logit_budget", lambda device: 40 * 2**30)
+    assert suites.fit_batch_to_memory(_Head(151936), "auto") == 46      # Qwen2.5: 40 GiB / 933 MB a row

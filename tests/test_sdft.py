@@ -161,7 +161,7 @@ def test_only_general_data_is_returned_as_is(tmp_path: Path, tokenizer: Any) -> 
     ({"template": "{request} {reference} {extra}"}, "method.sdft.template"),
     ({"template": "{request} {reference"}, "method.sdft.template"),
     ({"banned": ["reference", " "]}, "method.sdft.banned"),
-    ({"device": "gpu0"}, "method.sdft.device"),
+    ({"device": "gpu0"}, "device"),
 ])
 def test_bad_settings_name_their_key(kwargs: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as error:

@@ -1,4 +1,4 @@
-"""The training loop on the tiny model: reference logits, adapter-only updates, resume."""
+"""The training loop on the tiny model: the reference pass, method parts."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from conftest import compose_config
 from ragforget.errors import ConfigError
 from ragforget.methods.base import DataTransform, Method, MethodContext, StepTensors
 from ragforget.methods.selfaug import InputKL
+from ragforget.models.head import final_hidden
 from ragforget.models.loading import attach_lora, load_model
 from ragforget.training.reference import ReferenceModel
 
@@ -23,18 +24,43 @@ def _batch() -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": attention, "labels": labels}
 
 
-def test_selfaug_kl_is_zero_while_adapters_are_zero(tiny_model_path: str) -> None:
+def _adapted_model(path: str, dropout: float) -> torch.nn.Module:
+    """LoRA with non-zero B (so the adapters change the outputs) and the given dropout."""
     cfg = compose_config(["model=tiny_random"])
-    model = attach_lora(load_model(tiny_model_path), {**cfg.model.lora, "dropout": 0.1})
+    model = attach_lora(load_model(path), {**cfg.model.lora, "dropout": dropout})
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    return model
+
+
+def test_reference_pass_is_the_base_model_with_dropout_off(tiny_model_path: str) -> None:
+    model = _adapted_model(tiny_model_path, dropout=0.5)
     model.train()  # dropout on: the reference pass must switch it off by itself
     batch = _batch()
-    reference = ReferenceModel(model)
-    ref_logits = reference.logits(batch)
+    reference = ReferenceModel(model).outputs(batch)
     assert model.training, "the reference pass must restore train mode"
-    model.eval()
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    step = StepTensors(batch=batch, logits=logits, reference_logits=ref_logits, model=model)
-    assert InputKL(weight=0.5)(step).item() == 0.0  # LoRA B starts at zero: bit-exact base logits
+    base = load_model(tiny_model_path)  # the starting weights, no adapters, eval mode
+    with torch.no_grad():
+        expected = final_hidden(base, batch).hidden
+        model.eval()
+        adapted = final_hidden(model, batch).hidden
+    assert not torch.allclose(adapted, expected, atol=1e-4)  # the adapters matter...
+    torch.testing.assert_close(reference.hidden, expected, atol=1e-6, rtol=1e-6)  # ...and are off
+    torch.testing.assert_close(reference.head.weight, base.get_output_embeddings().weight)
+
+
+def test_selfaug_kl_is_zero_exactly_when_policy_is_the_reference(tiny_model_path: str) -> None:
+    model = _adapted_model(tiny_model_path, dropout=0.0)
+    batch = _batch()
+    reference = ReferenceModel(model).outputs(batch)
+    step = StepTensors(batch=batch, policy=final_hidden(model, batch), reference=reference, model=model)
+    assert InputKL(weight=0.5)(step).item() > 1e-6
+    with model.disable_adapter():
+        step = StepTensors(batch=batch, policy=final_hidden(model, batch), reference=reference, model=model)
+        assert InputKL(weight=0.5)(step).item() == pytest.approx(0.0, abs=1e-7)
 
 
 def test_full_finetuning_reference_is_a_frozen_copy(tiny_model_path: str) -> None:
@@ -42,11 +68,14 @@ def test_full_finetuning_reference_is_a_frozen_copy(tiny_model_path: str) -> Non
     reference = ReferenceModel(model)
     assert reference.frozen is not None and not any(p.requires_grad for p in reference.frozen.parameters())
     batch = _batch()
-    before = reference.logits(batch)
+    before = reference.outputs(batch)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1)
-    torch.testing.assert_close(reference.logits(batch), before)
+    after = reference.outputs(batch)
+    torch.testing.assert_close(after.hidden, before.hidden)
+    torch.testing.assert_close(after.head.weight, before.head.weight)
+    assert not torch.equal(after.head.weight, model.get_output_embeddings().weight)
 
 
 def test_method_rejects_parts_of_the_wrong_kind_naming_the_key() -> None:

@@ -18,6 +18,7 @@ from ragforget.data.general import GeneralDataSource
 from ragforget.errors import ConfigError
 from ragforget.methods import ewc as ewc_module
 from ragforget.methods.base import MethodContext, StepTensors
+from ragforget.models.head import FinalHidden, LinearHead
 from ragforget.methods.deltas import ParameterSnapshot, effective_delta, lora_layers, squared_delta_norm
 from ragforget.methods.ewc import EWC, fisher_weighted_delta_norm
 from ragforget.methods.fisher import diagonal_fisher, gradients_enabled
@@ -39,7 +40,8 @@ WEIGHTED_HAND = 18.25
 
 
 def _step() -> StepTensors:
-    return StepTensors(batch={}, logits=torch.zeros(1), reference_logits=None, model=nn.Identity())
+    return StepTensors(batch={}, policy=FinalHidden(torch.zeros(1), LinearHead(torch.zeros(1, 1))), reference=None,
+                       model=nn.Identity())
 
 
 def _context(tmp_path: Path, tokenizer: Any = None) -> MethodContext:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 import ragforget
@@ -29,6 +28,7 @@ from ragforget.tracking.mlflow_run import TrackedRun, flatten, git_commit
 from ragforget.training.checkpoint import load_checkpoint_folder, save_checkpoint_folder
 from ragforget.training.distributed import global_rank
 from ragforget.training.train import build_trainable_model, fit
+from ragforget.utils.device import check_device, release_memory, resolve_device
 from ragforget.utils.hashing import stable_hash
 from ragforget.utils.instantiate import instantiate
 from ragforget.utils.io import read_json, write_json
@@ -71,6 +71,11 @@ class Job:
             raise ConfigError("stage", f"unknown stage '{cfg.stage}'", f"choose one of {list(STAGES)}")
         self.cfg = cfg
         self.workdir = workdir
+        self.device = resolve_device(check_device(cfg.device))  # every inference pass runs here
+        chunk = cfg.train.loss_chunk_rows
+        if not isinstance(chunk, int) or chunk < 1:
+            raise ConfigError("train.loss_chunk_rows", f"must be a positive integer, got {chunk!r}",
+                              "64 suits a CPU, 256 a GPU")
         self.assets: PreparedAssets | None = None
         self.retrieved: dict[str, dict[str, list[str]]] = {}
         self.base_eval_dir: Path | None = None
@@ -160,10 +165,12 @@ class Job:
             return dict(read_json(path))
         log.info("evaluating the base model once for this eval config (cached in %s)", path.parent)
         start = time.perf_counter()
-        model = load_model(assets.model_path, cfg.model.dtype)
+        model = load_model(assets.model_path, cfg.model.dtype, self.device)
         tokenizer = load_tokenizer(assets.model_path)
         metrics = evaluate_model(model, tokenizer, cfg, examples, assets, out_dir=path.parent)
         seconds = time.perf_counter() - start
+        del model
+        release_memory()
         write_json(timing, {"seconds": seconds})
         write_json(path, metrics)
         # A sweep's report sums time/base_eval_s over the runs that reused it: the time the cache saved.
@@ -208,9 +215,7 @@ class Job:
         timings["time/method_data_s"] = time.perf_counter() - start
         self.log_artifacts(context, tracked)
         start = time.perf_counter()
-        model = build_trainable_model(cfg, assets.model_path)
-        if cfg.trainer.get("accelerator") in ("gpu", "cuda") and torch.cuda.is_available():
-            model.to("cuda")  # one-off setup (ewc's Fisher pass) runs where training will, not on the CPU
+        model = build_trainable_model(cfg, assets.model_path).to(self.device)  # one-off setup (EWC's Fisher) too
         method.setup(model, context)
         timings["time/method_setup_s"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -243,7 +248,7 @@ class Job:
         cfg, assets = self.cfg, self.assets
         assert assets is not None
         metrics = evaluate_model(model, tokenizer, cfg, examples, assets, out_dir=out_dir)
-        base_model = None if has_adapters(model) else load_model(assets.model_path, cfg.model.dtype)
+        base_model = None if has_adapters(model) else load_model(assets.model_path, cfg.model.dtype, self.device)
         metrics.update(shift_metric(model, tokenizer, cfg, assets, base_model=base_model))
         return metrics
 
@@ -268,9 +273,11 @@ class Job:
             if self.fits(method):
                 trained, timings = self.train(method, tokenizer, tracked)
             save_checkpoint_folder(checkpoint, trained, tokenizer, cfg)
+            del trained  # evaluation reloads it from the folder, onto cfg.device
+            release_memory()
 
         base = self.base_metrics(examples)
-        model, tokenizer, _ = load_checkpoint_folder(checkpoint, assets.cache_dir)
+        model, tokenizer, _ = load_checkpoint_folder(checkpoint, assets.cache_dir, self.device)
         trained_weights = (checkpoint / "adapter").exists() or (checkpoint / "model").exists()
         if trained_weights:
             eval_dir = self.workdir / "eval"

@@ -18,7 +18,8 @@ from ragforget.errors import ConfigError, DataError
 from ragforget.invar.adapter import ADAPTER_WEIGHTS, PROVENANCE_FILE, adapter_hash
 from ragforget.invar.encoder import LLMEncoder
 from ragforget.invar.pooling import POOLINGS
-from ragforget.models.loading import check_device, load_model, load_tokenizer, resolve_device
+from ragforget.models.loading import load_model, load_tokenizer
+from ragforget.utils.device import check_device
 from ragforget.retrieval.base import RetrieverContext
 from ragforget.retrieval.dense import FlatIndexRetriever
 from ragforget.utils.config import plain
@@ -47,7 +48,7 @@ class InvarRetriever(FlatIndexRetriever):
         self.encoder_settings = {"pooling": pooling, "max_length": int(max_length),
                                  "query_prefix": query_prefix, "passage_prefix": passage_prefix}
         self.batch_size = int(batch_size)
-        self.device = check_device(device, f"{KEY}.device")
+        self.device = check_device(device)
         self.stage1: dict[str, Any] = plain(stage1) or {}
         self.adapter_dir: Path | None = None
         self.cache_dir: Path | None = None
@@ -97,8 +98,8 @@ class InvarRetriever(FlatIndexRetriever):
             if self.adapter_dir is None or self.cache_dir is None:
                 raise RuntimeError("InvarRetriever.prepare must run before it encodes")
             path = instantiate(self.model_config["source"]).materialize(self.cache_dir)
-            model = load_model(path, str(self.model_config.get("dtype", "bfloat16")))
-            model = PeftModel.from_pretrained(model, str(self.adapter_dir)).to(resolve_device(self.device))
+            model = load_model(path, str(self.model_config.get("dtype", "bfloat16")), self.device)
+            model = PeftModel.from_pretrained(model, str(self.adapter_dir), torch_device=str(model.device))
             self._encoder = LLMEncoder(model, load_tokenizer(path), **self.encoder_settings)
         return self._encoder
 

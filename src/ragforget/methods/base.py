@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ragforget.errors import ConfigError
+from ragforget.models.head import FinalHidden
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]  # (params, lr=, weight_decay=) -> optimizer
 
@@ -33,12 +34,21 @@ def require(condition: bool, key: str, problem: str, hint: str = "") -> None:
 
 @dataclass
 class StepTensors:
-    """What a loss term may read in one training step."""
+    """What a loss term may read in one training step.
 
-    batch: Mapping[str, torch.Tensor]      # input_ids, attention_mask, labels: [B, T]
-    logits: torch.Tensor                   # policy logits [B, T, V]
-    reference_logits: torch.Tensor | None  # frozen-start logits [B, T, V], if any term needs them
+    There are no [B, T, V] logits: a term that needs next-token distributions passes the final
+    hidden states and the head to ``methods.losses``, which forms logits a chunk of rows at a time.
+    """
+
+    batch: Mapping[str, torch.Tensor]   # input_ids, attention_mask, labels: [B, T]
+    policy: FinalHidden                 # the model being trained: hidden [B, T, H] + its LM head
+    reference: FinalHidden | None       # the frozen starting model's, if any term needs it
     model: nn.Module
+    chunk_rows: int = 64                # rows of logits formed at a time (train.loss_chunk_rows)
+
+    @property
+    def device(self) -> torch.device:
+        return self.policy.hidden.device
 
 
 @dataclass

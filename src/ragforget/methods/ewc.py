@@ -25,6 +25,7 @@ from ragforget.methods.base import LossTerm, MethodContext, StepTensors, require
 from ragforget.methods.deltas import LoraLayer, ParameterSnapshot, full_precision, lora_layers
 from ragforget.methods.fisher import diagonal_fisher, gradients_enabled
 from ragforget.methods.losses import answer_nll, upcast
+from ragforget.models.head import final_hidden
 from ragforget.utils.hashing import sha256_file, stable_hash
 from ragforget.utils.io import atomic_path
 from ragforget.utils.logging import get_logger
@@ -89,7 +90,7 @@ class EWC(LossTerm):
     def value(self, step: StepTensors) -> torch.Tensor:
         if self._count == 0:
             raise RuntimeError("EWC.value called before setup")
-        with full_precision(step.logits.device):
+        with full_precision(step.device):
             if self.snapshot is not None:
                 terms = [(f * upcast(delta).square()).sum()
                          for f, (_, delta) in zip(self.fisher(), self.snapshot.deltas())]
@@ -158,8 +159,7 @@ def sample_losses(model: nn.Module, examples: Sequence[TrainingExample], context
         encoded = encode_for_training(example, context.tokenizer, context.chat_template)
         batch = collate_for_training([encoded], context.tokenizer.pad_token_id, max_length)
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        yield answer_nll(logits, batch["labels"])
+        yield answer_nll(final_hidden(model, batch), batch["labels"])
 
 
 def normalized(fisher: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -31,7 +31,7 @@ class L2SP(LossTerm):
     def value(self, step: StepTensors) -> torch.Tensor:
         if self.snapshot is None and not self._layers:
             raise RuntimeError("L2SP.value called before setup")
-        with full_precision(step.logits.device):
+        with full_precision(step.device):
             if self.snapshot is not None:
                 squares = [upcast(delta).square().sum() for _, delta in self.snapshot.deltas()]
             else:

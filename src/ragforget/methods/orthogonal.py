@@ -49,7 +49,7 @@ class OrthogonalLoRA(LossTerm):
     def value(self, step: StepTensors) -> torch.Tensor:
         if not self._layers:
             raise RuntimeError("OrthogonalLoRA.value called before setup")
-        with full_precision(step.logits.device):
+        with full_precision(step.device):
             shares = [base_energy_share(layer.A, layer.W, norm)
                       for layer, norm in zip(self._layers, self.base_sq_norms)]
             return torch.stack(shares).mean()

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
 
 import ragforget
 from ragforget.data.encoding import encode_prompt
@@ -23,7 +22,8 @@ from ragforget.errors import ConfigError, DataError
 from ragforget.evaluation.generation import greedy_generate
 from ragforget.evaluation.metrics import substring_match
 from ragforget.methods.base import DataTransform, MethodContext, require
-from ragforget.models.loading import check_device, load_model, resolve_device
+from ragforget.models.loading import load_model
+from ragforget.utils.device import check_device, release_memory
 from ragforget.utils.hashing import stable_hash
 from ragforget.utils.io import atomic_path, read_jsonl, write_json, write_jsonl
 from ragforget.utils.logging import get_logger
@@ -68,7 +68,7 @@ class SelfDistill(DataTransform):
         self.batch_size = int(batch_size)
         self.banned = [word.lower() for word in banned]
         self.answer_cue = answer_cue
-        self.device = check_device(device, f"{KEY}.device")
+        self.device = check_device(device)
         self.generate: Generator = generator or self.generate_with_base_model
 
     def __call__(self, examples: list[TrainingExample], context: MethodContext) -> list[TrainingExample]:
@@ -155,15 +155,13 @@ class SelfDistill(DataTransform):
 
     def generate_with_base_model(self, prompts: Sequence[list[int]], context: MethodContext) -> list[str]:
         """Greedy rewrites by the starting model, loaded for this pass only."""
-        device = resolve_device(self.device)
-        model = load_model(context.model_path, context.dtype).to(device)
+        model = load_model(context.model_path, context.dtype, self.device)
         try:
             return greedy_generate(model, context.tokenizer, prompts, self.batch_size, self.max_new_tokens,
                                    desc="sdft rewrite")
         finally:
             del model
-            if device.startswith("cuda"):
-                torch.cuda.empty_cache()
+            release_memory()
 
 
 def _read_rewrites(path: Path, examples: list[TrainingExample]) -> list[str]:

@@ -11,26 +11,23 @@ from ragforget.methods.losses import KLDirection, masked_kl, prompt_positions
 class PositionKL(LossTerm):
     """weight * mean over selected positions of KL(p0 || p) (or KL(p || p0) with ``reverse``).
 
-    Subclasses choose the positions; the KL machinery (chunked, gradient formed in forward) is shared.
+    Subclasses choose the positions; the KL machinery (chunked over rows, no [B, T, V] logits) is shared.
     """
 
     needs_reference = True
 
-    def __init__(self, weight: float = 0.5, direction: KLDirection = "forward", chunk_size: int = 64,
-                 weight_key: str = "weight") -> None:
+    def __init__(self, weight: float = 0.5, direction: KLDirection = "forward", weight_key: str = "weight") -> None:
         super().__init__(weight, weight_key)
         require(direction in ("forward", "reverse"), weight_key.rsplit(".", 1)[0] + ".direction",
                 f"must be 'forward' or 'reverse', got {direction!r}")
         self.direction = direction
-        self.chunk_size = chunk_size
 
     def positions(self, step: StepTensors) -> torch.Tensor:
         raise NotImplementedError
 
     def value(self, step: StepTensors) -> torch.Tensor:
-        assert step.reference_logits is not None
-        return masked_kl(step.logits, step.reference_logits, self.positions(step), self.direction,
-                         self.chunk_size)
+        assert step.reference is not None
+        return masked_kl(step.policy, step.reference, self.positions(step), self.direction, step.chunk_rows)
 
 
 class InputKL(PositionKL):

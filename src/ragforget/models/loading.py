@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ragforget.errors import ConfigError
+from ragforget.utils.device import resolve_device
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -23,23 +24,6 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise ConfigError("model.dtype", f"unknown dtype '{name}'", f"choose one of {sorted(DTYPES)}")
     return DTYPES[name]
-
-
-def check_device(device: str, key: str) -> str:
-    """``device`` unless it is neither ``auto`` nor a torch device name (ConfigError naming ``key``)."""
-    if device != "auto":
-        try:
-            torch.device(device)
-        except RuntimeError:
-            raise ConfigError(key, f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N") from None
-    return device
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` is cuda when available, else cpu (for one-off passes such as sdft's rewrite)."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
@@ -62,9 +46,10 @@ def starting_model_key(model_cfg: DictConfig) -> dict[str, Any]:
     return key
 
 
-def load_model(name_or_path: str, dtype: str = "float32") -> PreTrainedModel:
-    """Load a causal LM in the given dtype, in eval mode (the trainer switches it to train)."""
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=resolve_dtype(dtype))
+def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu") -> PreTrainedModel:
+    """Load a causal LM in its dtype straight onto ``device`` (no CPU copy first), in eval mode."""
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=resolve_dtype(dtype),
+                                                 device_map=torch.device(resolve_device(device)))
     model.eval()
     return model
 

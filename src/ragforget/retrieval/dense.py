@@ -22,6 +22,7 @@ from ragforget.assets.packages import extract_members, fetch_package
 from ragforget.assets.registry import MINILM
 from ragforget.errors import DataError
 from ragforget.retrieval.base import Hit, Retriever
+from ragforget.utils.device import check_device, resolve_device
 from ragforget.utils.logging import get_logger
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class DenseRetriever(FlatIndexRetriever):
         batch_size: int = 64,
         max_seq_length: int = 256,
         normalize: bool = True,
-        device: str | None = None,
+        device: str = "auto",
         cache_dir: str | None = None,
     ) -> None:
         """``encoder``: None for the packaged MiniLM, else a Hub id or a local sentence-transformers folder."""
@@ -118,7 +119,7 @@ class DenseRetriever(FlatIndexRetriever):
         self.batch_size = int(batch_size)
         self.max_seq_length = int(max_seq_length)
         self.normalize = bool(normalize)
-        self.device = device
+        self.device = check_device(device)
         self.cache_dir = cache_dir
         self._model: SentenceTransformer | None = None
 
@@ -136,7 +137,7 @@ class DenseRetriever(FlatIndexRetriever):
 
             source = self.encoder or str(packaged_minilm_dir(resolve_cache_dir(self.cache_dir)))
             start = time.perf_counter()
-            self._model = SentenceTransformer(source, device=self.device)
+            self._model = SentenceTransformer(source, device=resolve_device(self.device))
             self._model.max_seq_length = self.max_seq_length
             log.info("loaded encoder %s in %.1fs", source, time.perf_counter() - start)
         return self._model

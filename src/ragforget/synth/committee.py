@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from ragforget.data.encoding import encode_prompt
 from ragforget.data.general import PLAIN_RESPONSE_CUE
 from ragforget.models.loading import load_model, load_tokenizer
+from ragforget.utils.device import release_memory
 from ragforget.utils.instantiate import instantiate
 
 # The parts of a model config that decide what it generates (``lora`` and ``name`` do not).
@@ -39,13 +39,12 @@ class Member:
     def loaded(self, cache_dir: Path, device: str) -> Iterator[tuple[Any, Any]]:
         """(model, tokenizer) on ``device`` for one pass; the memory is given back afterwards."""
         path = instantiate(self.config["source"]).materialize(Path(cache_dir))
-        model = load_model(path, str(self.config.get("dtype", "bfloat16"))).to(device)
+        model = load_model(path, str(self.config.get("dtype", "bfloat16")), device)
         try:
             yield model, load_tokenizer(path)
         finally:
             del model
-            if device.startswith("cuda"):
-                torch.cuda.empty_cache()
+            release_memory()
 
     def prompt_ids(self, tokenizer: Any, user_text: str, reply_prefix: str = "") -> list[int]:
         """``user_text`` as a user turn (plain text for models without a template), then ``reply_prefix``."""

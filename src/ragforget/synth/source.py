@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from ragforget.data.general import GeneralDataSource, SourceReport
 from ragforget.evaluation.generation import generate_batch
 from ragforget.methods.base import require
-from ragforget.models.loading import check_device, resolve_device
+from ragforget.utils.device import check_device, resolve_device
 from ragforget.synth.committee import Member
 from ragforget.synth.judging import SCORE_RANGE
 from ragforget.synth.synthesizer import (
@@ -69,7 +69,7 @@ class SynthesizedGeneralData(GeneralDataSource):
             instructions=_settings(InstructionSettings, plain(instructions), f"{KEY}.instructions"),
             responses=_settings(ResponseSettings, plain(responses), f"{KEY}.responses"),
             judge=_settings(JudgeSettings, plain(judge), f"{KEY}.judge"),
-            seed=int(seed), device=resolve_device(check_device(device, f"{KEY}.device")), generate=generate)
+            seed=int(seed), device=resolve_device(check_device(device)), generate=generate)
 
     def materialize(self, cache_dir: Path) -> Path:
         return self.synthesizer.build(cache_dir) / GENERAL_FILE

@@ -55,18 +55,18 @@ def base_model_path(cfg: DictConfig, cache_dir: Path | None = None) -> str:
     return source.materialize(cache_dir or resolve_cache_dir(cfg.paths.get("cache_dir")))
 
 
-def load_checkpoint_folder(path: Path, cache_dir: Path | None = None
+def load_checkpoint_folder(path: Path, cache_dir: Path | None = None, device: str = "cpu"
                            ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, DictConfig]:
-    """Rebuild the trained model from a checkpoint folder alone (no training module needed)."""
+    """Rebuild the trained model on ``device`` from a checkpoint folder alone (no training module needed)."""
     path = Path(path)
     cfg = checkpoint_config(path)
     tokenizer = load_tokenizer(str(path / "tokenizer"))
     if (path / "model").exists():
-        return load_model(str(path / "model"), cfg.model.dtype), tokenizer, cfg
-    model = load_model(base_model_path(cfg, cache_dir), cfg.model.dtype)
+        return load_model(str(path / "model"), cfg.model.dtype, device), tokenizer, cfg
+    model = load_model(base_model_path(cfg, cache_dir), cfg.model.dtype, device)
     if (path / "adapter").exists():
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(path / "adapter"))
+        model = PeftModel.from_pretrained(model, str(path / "adapter"), torch_device=str(model.device))
         model.eval()
     return model, tokenizer, cfg

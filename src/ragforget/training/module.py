@@ -11,6 +11,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from ragforget.methods.base import Method, StepTensors, parameters_to_train
 from ragforget.methods.losses import answer_nll
+from ragforget.models.head import check_head, final_hidden
 from ragforget.training.reference import ReferenceModel
 
 
@@ -21,19 +22,25 @@ class RagFineTuner(L.LightningModule):
     strict_loading = False
 
     def __init__(self, model: torch.nn.Module, method: Method, lr: float, weight_decay: float = 0.0,
-                 warmup_ratio: float = 0.0) -> None:
+                 warmup_ratio: float = 0.0, loss_chunk_rows: int = 64) -> None:
         super().__init__()
         self.model = model
         self.method = method
         self.loss_terms = torch.nn.ModuleDict(method.terms)
         self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
+        self.loss_chunk_rows = loss_chunk_rows
         self.reference = ReferenceModel(model) if method.needs_reference else None
 
+    def on_fit_start(self) -> None:
+        # The losses read backbone + head instead of the model's logits: check once that they agree.
+        check_head(self.model, torch.arange(8, device=self.device)[None])
+
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        reference_logits = self.reference.logits(batch) if self.reference is not None else None
-        step = StepTensors(batch=batch, logits=logits, reference_logits=reference_logits, model=self.model)
-        nll = answer_nll(logits, batch["labels"])
+        policy = final_hidden(self.model, batch)
+        reference = self.reference.outputs(batch) if self.reference is not None else None
+        step = StepTensors(batch=batch, policy=policy, reference=reference, model=self.model,
+                           chunk_rows=self.loss_chunk_rows)
+        nll = answer_nll(policy, batch["labels"], self.loss_chunk_rows)
         terms = {name: term(step) for name, term in self.loss_terms.items()}
         loss = nll + sum(terms.values(), torch.zeros((), device=nll.device))
         batch_size = batch["input_ids"].shape[0]

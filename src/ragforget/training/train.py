@@ -26,8 +26,20 @@ log = get_logger(__name__)
 
 
 def build_trainable_model(cfg: DictConfig, model_path: str) -> PreTrainedModel:
-    """The starting model with fresh LoRA adapters, or all weights trainable when model.lora is null."""
-    model = load_model(model_path, cfg.model.dtype).train()
+    """The starting model, loaded and made trainable (``make_trainable``)."""
+    return make_trainable(load_model(model_path, cfg.model.dtype), cfg)
+
+
+def make_trainable(model: PreTrainedModel, cfg: DictConfig) -> PreTrainedModel:
+    """Fresh LoRA adapters (``model.lora``), or all weights trainable when it is null.
+
+    With ``train.gradient_checkpointing`` each decoder layer keeps only its input and recomputes the
+    rest in backward (non-reentrant, so frozen embeddings under LoRA need no input-grad hook, and
+    dropout replays the same mask). The no-grad reference pass runs in eval mode and never recomputes.
+    """
+    model.train()
+    if cfg.train.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if cfg.model.get("lora"):
         return attach_lora(model, cfg.model.lora)
     model.requires_grad_(True)
@@ -71,7 +83,7 @@ def fit(cfg: DictConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     datamodule = RagDataModule(encoded, cfg.train.batch_size, tokenizer.pad_token_id,
                                cfg.train.max_length, seed=cfg.seed)
     module = RagFineTuner(model, method, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                          warmup_ratio=cfg.train.warmup_ratio)
+                          warmup_ratio=cfg.train.warmup_ratio, loss_chunk_rows=cfg.train.loss_chunk_rows)
     checkpoints = workdir / "lightning"
     whole = WholeWeights()
     callbacks: list[L.Callback] = [

@@ -33,16 +33,23 @@ class RetentionResult:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-def _chat_groups(tasks: list[str], apply_chat_template: bool | Literal["auto"]) -> dict[bool, list[str]]:
-    """Tasks (with their companions) grouped by whether they run under the chat template."""
-    groups: dict[bool, list[str]] = {}
+GENERATING_KINDS = ("cloze", "gsm8k", "ifeval")
+
+
+def _request_groups(tasks: list[str], apply_chat_template: bool | Literal["auto"]
+                    ) -> dict[tuple[bool, bool], list[str]]:
+    """Tasks (with their companions) grouped by (chat template?, generates?).
+
+    Generating and scoring tasks run apart because their batches cost different memory: a scoring
+    batch holds [rows, tokens, vocab] logits, a generating one a small KV cache.
+    """
+    groups: dict[tuple[bool, bool], list[str]] = {}
     for name in tasks:
         spec = TASKS[name]
         chat = spec.chat_template if apply_chat_template == "auto" else bool(apply_chat_template)
-        names = groups.setdefault(chat, [])
-        names.append(name)
-        if spec.kind in ("cloze", "gsm8k"):
-            names.append(name + COMPANION_SUFFIX)
+        groups.setdefault((chat, spec.kind in GENERATING_KINDS), []).append(name)
+        if spec.kind in ("cloze", "gsm8k"):  # the companion scores the gold answer
+            groups.setdefault((chat, False), []).append(name + COMPANION_SUFFIX)
     return groups
 
 
@@ -104,6 +111,7 @@ def evaluate_retention(
     task_dir: Path,
     tasks: list[str],
     batch_size: int = 8,
+    scoring_batch_size: int | None = None,
     apply_chat_template: bool | Literal["auto"] = "auto",
     out_dir: Path | None = None,
     max_gen_toks: int | None = None,
@@ -115,7 +123,8 @@ def evaluate_retention(
 
     ``apply_chat_template="auto"`` uses each task's default (generation tasks with the chat template,
     log-likelihood tasks without); a bool forces it for all. ``max_gen_toks`` overrides the
-    generation budget of generation tasks; ``limit`` caps items per task (for tests).
+    generation budget of generation tasks; ``limit`` caps items per task (for tests). Generation
+    requests run ``batch_size`` at a time, log-likelihood requests ``scoring_batch_size`` (default: the same).
     """
     from lm_eval.evaluator import evaluate
     from lm_eval.models.huggingface import HFLM
@@ -127,7 +136,9 @@ def evaluate_retention(
     if missing:
         raise ValueError(f"{task_dir} was prepared without {missing}; prepare a suite that includes them")
     # Log-softmax in fp32 even for bf16 models: bf16 log-probs are too coarse for gold_logprob.
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, softmax_dtype="float32")
+    models = {generates: HFLM(pretrained=model, tokenizer=tokenizer, softmax_dtype="float32",
+                              batch_size=batch_size if generates else scoring_batch_size or batch_size)
+              for generates in (False, True)}
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
     metrics: dict[str, float] = {}
     raw: dict[str, Any] = {"results": {}, "configs": {}, "versions": {}, "n-samples": {}, "seconds": {},
@@ -137,7 +148,7 @@ def evaluate_retention(
     # as Gemma 3 270M do not, and get raw prompts everywhere).
     if apply_chat_template == "auto" and not getattr(tokenizer, "chat_template", None):
         apply_chat_template = False
-    for chat, names in _chat_groups(tasks, apply_chat_template).items():
+    for (chat, generates), names in _request_groups(tasks, apply_chat_template).items():
         loaded = manager.load(names)
         for task_obj in loaded["tasks"].values():
             task_obj.set_fewshot_seed(seed=manifest["seed"])
@@ -145,7 +156,7 @@ def evaluate_retention(
                     and task_obj.get_config("task") != "qa_wikidata":
                 task_obj.set_config(key="generation_kwargs", value={"max_gen_toks": max_gen_toks}, update=True)
         start = time.perf_counter()
-        results = evaluate(lm=lm, task_dict=loaded, limit=limit, bootstrap_iters=bootstrap_iters,
+        results = evaluate(lm=models[generates], task_dict=loaded, limit=limit, bootstrap_iters=bootstrap_iters,
                            log_samples=True, apply_chat_template=chat, fewshot_as_multiturn=False,
                            system_instruction=system_instruction)
         elapsed = time.perf_counter() - start
@@ -161,11 +172,12 @@ def evaluate_retention(
             samples_out[task_name] = results["samples"][task_name]
         for key in ("results", "configs", "versions", "n-samples"):
             raw[key].update(results.get(key, {}))
-        raw["seconds"][f"chat={chat}"] = elapsed
+        raw["seconds"][f"chat={chat},generates={generates}"] = elapsed
         log.info("retention tasks %s (chat template %s): %.1f s", names, chat, elapsed)
     raw["lm_eval_version"] = version("lm_eval")
     raw["transformers_version"] = version("transformers")
     raw["batch_size"] = batch_size
+    raw["scoring_batch_size"] = scoring_batch_size or batch_size
     raw["limit"] = limit
     raw["suite"] = {"dir": str(task_dir), **manifest}
     primary = {name: _primary(name, metrics) for name in tasks}

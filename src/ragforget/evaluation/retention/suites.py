@@ -13,6 +13,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from ragforget.errors import ConfigError
 from ragforget.evaluation.retention.runner import RetentionResult, json_safe, evaluate_retention
 from ragforget.evaluation.retention.suite import prepare_retention_suite
@@ -22,19 +24,38 @@ from ragforget.utils.logging import get_logger
 log = get_logger(__name__)
 
 
-# lm-eval scores a log-likelihood batch as one [batch, tokens, vocab] fp32 log-softmax (plus the
-# logits): with Gemma 3's 262k vocabulary a batch of 16 needed 23 GB here and was killed.
-LOGIT_BUDGET_BYTES = 6 * 2**30
+# lm-eval scores a log-likelihood batch as [batch, tokens, vocab] logits plus their fp32 log-softmax,
+# both alive at once (6 bytes per entry for a bf16 model). On the CPU fewer rows are also faster
+# (less padding): SmolLM2 on hhh_alignment + wiki_ppl took 83 s and 10.1 GB peak RSS at 15 rows,
+# 60 s / 5.4 GB at 7, 51 s / 2.9 GB at 3, 45 s / 2.2 GB at 2 (the budget below gives 2).
+# On a GPU the budget is a share of the memory free once the model is loaded.
+CPU_LOGIT_BUDGET_BYTES = 768 * 2**20
+GPU_FREE_MEMORY_SHARE = 0.5
 ASSUMED_TOKENS_PER_ROW = 1024
 
 
-def fit_batch_to_vocab(model: Any, requested: int) -> int:
-    """Largest batch <= ``requested`` whose fp32 logits and log-softmax stay within the budget."""
+def logit_budget(device: torch.device) -> int:
+    """Bytes lm-eval's logits may take on ``device``."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * GPU_FREE_MEMORY_SHARE)
+    return CPU_LOGIT_BUDGET_BYTES
+
+
+def fit_batch_to_memory(model: Any, requested: int | str) -> int:
+    """lm-eval's batch size: ``requested`` rows, or with ``auto`` as many as the device's budget allows.
+
+    An explicit size is still capped by the budget, so no setting can exhaust the machine.
+    """
     vocab = int(model.get_output_embeddings().weight.shape[0])
-    per_row = vocab * ASSUMED_TOKENS_PER_ROW * 4 * 2
-    fitted = max(1, min(requested, LOGIT_BUDGET_BYTES // per_row))
-    if fitted < requested:
-        log.info("retention batch size %d -> %d for a %d-token vocabulary (memory budget)", requested, fitted, vocab)
+    parameter = next(model.parameters())
+    per_row = vocab * ASSUMED_TOKENS_PER_ROW * (parameter.element_size() + 4)
+    fitted = max(1, logit_budget(parameter.device) // per_row)
+    if requested != "auto":
+        if fitted < int(requested):
+            log.info("retention batch size %s -> %d for a %d-token vocabulary (memory budget)", requested, fitted,
+                     vocab)
+        fitted = min(fitted, int(requested))
     return fitted
 
 
@@ -42,9 +63,11 @@ class OfflineSuite:
     """The packaged suite: BIG-bench MC, cloze/GSM8K generation, IFEval-style, held-out perplexity."""
 
     def __init__(self, tasks: Sequence[str], limit: int | None, seed: int, batch_size: int = 16,
-                 apply_chat_template: bool | Literal["auto"] = "auto", max_gen_toks: int | None = None) -> None:
+                 scoring_batch_size: int | str = "auto", apply_chat_template: bool | Literal["auto"] = "auto",
+                 max_gen_toks: int | None = None) -> None:
         self.tasks, self.limit, self.seed = list(tasks), limit, seed
-        self.batch_size, self.apply_chat_template, self.max_gen_toks = batch_size, apply_chat_template, max_gen_toks
+        self.batch_size, self.scoring_batch_size = batch_size, scoring_batch_size
+        self.apply_chat_template, self.max_gen_toks = apply_chat_template, max_gen_toks
         self.task_dir: Path | None = None
 
     def prepare(self, cache_dir: Path, heldout_summaries: Path | None) -> None:
@@ -54,8 +77,8 @@ class OfflineSuite:
     def evaluate(self, model: Any, tokenizer: Any, out_dir: Path | None) -> RetentionResult:
         if self.task_dir is None:
             raise RuntimeError("OfflineSuite.prepare() must run before evaluate()")
-        return evaluate_retention(model, tokenizer, self.task_dir, self.tasks,
-                                  batch_size=fit_batch_to_vocab(model, self.batch_size),
+        return evaluate_retention(model, tokenizer, self.task_dir, self.tasks, batch_size=self.batch_size,
+                                  scoring_batch_size=fit_batch_to_memory(model, self.scoring_batch_size),
                                   apply_chat_template=self.apply_chat_template, out_dir=out_dir,
                                   max_gen_toks=self.max_gen_toks)
 
@@ -90,7 +113,7 @@ class StandardSuite:
         if self.num_fewshot is not None:
             for task in task_dict.values():
                 task.set_config(key="num_fewshot", value=self.num_fewshot)
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=fit_batch_to_vocab(model, self.batch_size),
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=fit_batch_to_memory(model, self.batch_size),
                   softmax_dtype="float32")
         start = time.perf_counter()
         results = evaluate(lm=lm, task_dict=task_dict, limit=self.limit, apply_chat_template=self.apply_chat_template)
