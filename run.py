@@ -32,6 +32,10 @@ def main(cfg: DictConfig) -> float | None:
     from ragforget.tracking.sweep import objective_value, sweep_tags
 
     hydra_cfg = HydraConfig.get()
+    if cfg.resume_dir:
+        from ragforget.resume import resumed_config
+
+        cfg = resumed_config(cfg, list(hydra_cfg.overrides.task))
     metrics = run_job(cfg, Path(hydra_cfg.runtime.output_dir), tags=sweep_tags(hydra_cfg))
     if metrics:
         print(summary_table(metrics, cfg.run_name))  # the user-facing result of the job

@@ -145,3 +145,20 @@ def test_an_adapted_lm_head_is_refused_naming_the_key(tiny_model_path: str) -> N
         linear_head(model)
 
 
+
+
+def test_a_sharded_lm_head_is_refused_naming_the_strategy(tiny_model_path: str) -> None:
+    model = load_model(tiny_model_path)
+    model.get_output_embeddings().weight = torch.nn.Parameter(torch.zeros(128))  # what FSDP leaves a rank
+    with pytest.raises(ConfigError, match="trainer.strategy"):
+        linear_head(model)
+
+
+def test_training_checks_the_head_before_the_first_step(tiny_model_path: str) -> None:
+    from ragforget.methods.base import Method
+    from ragforget.training.module import RagFineTuner
+
+    model = load_model(tiny_model_path)
+    model.config.final_logit_softcapping = 0.5  # a head transform the backbone + head split would not match
+    with pytest.raises(ConfigError, match="differ from the model's logits"):
+        RagFineTuner(model, Method("sft"), lr=1e-3).on_fit_start()

@@ -94,3 +94,25 @@ def test_evaluate_retention_on_tiny_model(suite: Path, tiny_model_path: str, tmp
     assert chat == {"ifeval_like", "gsm8k", "gsm8k__gold_nll"}
     assert (tmp_path / "retention_results.json").exists()
     assert (tmp_path / "samples" / "ifeval_like.jsonl").exists()
+
+
+def test_generation_and_scoring_run_at_their_own_batch_sizes(suite: Path, tiny_model_path: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring batches hold [rows, tokens, vocab] logits and are capped apart from generation's."""
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    seen: dict[str, set[int]] = {"generate_until": set(), "loglikelihood": set(), "loglikelihood_rolling": set()}
+    for kind in seen:
+        original = getattr(HFLM, kind)
+
+        def spy(self: HFLM, *args: object, _kind: str = kind, _original: object = original, **kwargs: object) -> object:
+            seen[_kind].add(int(self.batch_size))
+            return _original(self, *args, **kwargs)  # type: ignore[operator]
+
+        monkeypatch.setattr(HFLM, kind, spy)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    evaluate_retention(model, tokenizer, suite, ["qa_wikidata", "wiki_ppl"], batch_size=4, scoring_batch_size=1,
+                       max_gen_toks=4, limit=2)
+    assert seen == {"generate_until": {4}, "loglikelihood": {1}, "loglikelihood_rolling": {1}}

@@ -24,10 +24,17 @@ def _batch() -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": attention, "labels": labels}
 
 
+def _with_dropout(path: str) -> torch.nn.Module:
+    """The tiny model with attention dropout: its outputs in train mode are random."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, attention_dropout=0.5)
+
+
 def _adapted_model(path: str, dropout: float) -> torch.nn.Module:
-    """LoRA with non-zero B (so the adapters change the outputs) and the given dropout."""
+    """LoRA with non-zero B (so the adapters change the outputs), dropout in the base and the adapters."""
     cfg = compose_config(["model=tiny_random"])
-    model = attach_lora(load_model(path), {**cfg.model.lora, "dropout": dropout})
+    model = attach_lora(_with_dropout(path), {**cfg.model.lora, "dropout": dropout})
     torch.manual_seed(1)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -36,24 +43,28 @@ def _adapted_model(path: str, dropout: float) -> torch.nn.Module:
     return model
 
 
+def _base_hidden(path: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return final_hidden(load_model(path), batch).hidden  # the starting weights, eval mode
+
+
 def test_reference_pass_is_the_base_model_with_dropout_off(tiny_model_path: str) -> None:
     model = _adapted_model(tiny_model_path, dropout=0.5)
     model.train()  # dropout on: the reference pass must switch it off by itself
     batch = _batch()
     reference = ReferenceModel(model).outputs(batch)
     assert model.training, "the reference pass must restore train mode"
-    base = load_model(tiny_model_path)  # the starting weights, no adapters, eval mode
+    expected = _base_hidden(tiny_model_path, batch)
     with torch.no_grad():
-        expected = final_hidden(base, batch).hidden
         model.eval()
         adapted = final_hidden(model, batch).hidden
     assert not torch.allclose(adapted, expected, atol=1e-4)  # the adapters matter...
-    torch.testing.assert_close(reference.hidden, expected, atol=1e-6, rtol=1e-6)  # ...and are off
-    torch.testing.assert_close(reference.head.weight, base.get_output_embeddings().weight)
+    torch.testing.assert_close(reference.hidden, expected, atol=1e-6, rtol=1e-6)  # ...and are off, dropout too
+    torch.testing.assert_close(reference.head.weight, load_model(tiny_model_path).get_output_embeddings().weight)
 
 
 def test_selfaug_kl_is_zero_exactly_when_policy_is_the_reference(tiny_model_path: str) -> None:
-    model = _adapted_model(tiny_model_path, dropout=0.0)
+    model = _adapted_model(tiny_model_path, dropout=0.0).eval()
     batch = _batch()
     reference = ReferenceModel(model).outputs(batch)
     step = StepTensors(batch=batch, policy=final_hidden(model, batch), reference=reference, model=model)
@@ -63,12 +74,14 @@ def test_selfaug_kl_is_zero_exactly_when_policy_is_the_reference(tiny_model_path
         assert InputKL(weight=0.5)(step).item() == pytest.approx(0.0, abs=1e-7)
 
 
-def test_full_finetuning_reference_is_a_frozen_copy(tiny_model_path: str) -> None:
-    model = load_model(tiny_model_path)
+def test_full_finetuning_reference_is_a_frozen_copy_with_dropout_off(tiny_model_path: str) -> None:
+    model = _with_dropout(tiny_model_path).train()  # Lightning puts every submodule in train mode
     reference = ReferenceModel(model)
+    reference.train()
     assert reference.frozen is not None and not any(p.requires_grad for p in reference.frozen.parameters())
     batch = _batch()
     before = reference.outputs(batch)
+    torch.testing.assert_close(before.hidden, _base_hidden(tiny_model_path, batch), atol=1e-6, rtol=1e-6)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1)

@@ -361,7 +361,8 @@ def run_job(cfg: DictConfig, workdir: Path, tags: Mapping[str, str] | None = Non
     if global_rank() != 0:  # a worker started by trainer.strategy: rank 0 tracks and writes this job
         return Job(cfg, workdir).run_worker()
     workdir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, workdir / "config.yaml", resolve=True)
+    if not cfg.resume_dir:  # a resumed run keeps the config it was started with
+        OmegaConf.save(cfg, workdir / "config.yaml", resolve=True)
     tracked = start_tracking(cfg, workdir, extra_tags=tags)
     tracked.log_artifact(workdir / "config.yaml")
     try:

@@ -52,6 +52,9 @@ def linear_head(model: nn.Module) -> LinearHead:
         raise ConfigError("model.lora.target_modules",
                           f"the LM head is a {type(module).__name__}, not a plain linear layer",
                           "leave lm_head out of the LoRA targets (target_modules=all-linear already does)")
+    if module.weight.dim() != 2:  # FSDP leaves each rank a flat shard outside the module's own forward
+        raise ConfigError("trainer.strategy", f"the LM head's weight is sharded (shape {tuple(module.weight.shape)})",
+                          "the chunked loss reads it whole: use trainer=ddp or trainer=deepspeed (ZeRO-2)")
     softcap = getattr(model.config, "final_logit_softcapping", None)
     return LinearHead(module.weight, module.bias, float(softcap) if softcap else None)
 

@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from transformers import get_cosine_schedule_with_warmup
 
 from ragforget.methods.base import Method, StepTensors, parameters_to_train
@@ -58,6 +60,17 @@ class RagFineTuner(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep only trainable tensors: a LoRA resume checkpoint is megabytes, not the whole model."""
+        """Keep only trainable tensors (a LoRA resume checkpoint is megabytes, not the whole model), and
+        the RNG states: a resumed run must draw the same dropout masks as an uninterrupted one."""
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        states = _collect_rng_states()
+        # numpy's state holds an ndarray, which Lightning's torch.load(weights_only=True) refuses.
+        kind, keys, *rest = states["numpy"]
+        checkpoint["rng_states"] = {**states, "numpy": (kind, keys.tolist(), *rest)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:  # checkpoints written before RNG states were kept have none
+            states = checkpoint["rng_states"]
+            kind, keys, *rest = states["numpy"]
+            _set_rng_states({**states, "numpy": (kind, np.asarray(keys, dtype=np.uint32), *rest)})

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import FSDPStrategy
 from omegaconf import DictConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -20,6 +22,7 @@ from ragforget.tracking.mlflow_run import TrackedRun
 from ragforget.training.datamodule import RagDataModule
 from ragforget.training.module import RagFineTuner
 from ragforget.utils.instantiate import instantiate
+from ragforget.utils.io import atomic_path
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -44,6 +47,14 @@ def make_trainable(model: PreTrainedModel, cfg: DictConfig) -> PreTrainedModel:
         return attach_lora(model, cfg.model.lora)
     model.requires_grad_(True)
     return model
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, but a kill mid-write leaves the previous checkpoint, not a torn one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
 class WholeWeights(L.Callback):
@@ -93,8 +104,8 @@ def fit(cfg: DictConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     ]
     if run is not None:
         callbacks.append(MlflowCurves(run, every_n_steps=cfg.logger.log_every_n_steps))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False,
-                                                 default_root_dir=str(workdir))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False, plugins=[AtomicCheckpointIO()],
+                                     default_root_dir=str(workdir))
     last = checkpoints / "last.ckpt"
     if last.exists():
         log.info("resuming training from %s", last)
