@@ -96,7 +96,7 @@ def test_chunked_kl_gradient_matches_autograd(direction: str) -> None:
     torch.testing.assert_close(grad, naive_grad, atol=1e-10, rtol=1e-8)
 
 
-def test_chunk_size_does_not_change_the_value() -> None:
+def test_chunk_rows_do_not_change_the_value() -> None:
     torch.manual_seed(1)
     policy, reference = torch.randn(3, 7, 13), torch.randn(3, 7, 13)
     mask = torch.ones(3, 7, dtype=torch.bool)
