@@ -11,16 +11,16 @@ import torch
 from ragforget.errors import ConfigError
 
 
-def check_device(device: str, key: str = "device") -> str:
-    """``device`` if it is ``auto`` or a torch device this machine has (ConfigError naming ``key``)."""
+def check_device(device: str) -> str:
+    """``device`` if it is ``auto`` or a torch device this machine has (else a ConfigError naming ``device``)."""
     if device == "auto":
         return device
     try:
         kind = torch.device(device).type
     except RuntimeError:
-        raise ConfigError(key, f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError("device", f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N") from None
     if kind == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(key, f"is {device!r}, but torch sees no CUDA device here", "use auto or cpu")
+        raise ConfigError("device", f"is {device!r}, but torch sees no CUDA device here", "use auto or cpu")
     return device
 
 
