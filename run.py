@@ -26,20 +26,26 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """One job; returns the sweep objective (what hydra-optuna-sweeper maximizes)."""
+    """One job; under a sweeper (--multirun) returns its objective (what hydra-optuna-sweeper maximizes).
+
+    A single run returns None and computes no objective, so a config without the objective's metrics
+    (``eval.retention.tasks=[]``) still finishes. In a sweep ``run_job`` computes it inside the job's
+    MLflow run, so a NaN or missing one fails the job and its run, which Optuna records as a FAILed trial.
+    """
     from ragforget.pipeline import run_job
     from ragforget.report.summary import summary_table
-    from ragforget.tracking.sweep import objective_value, sweep_tags
+    from ragforget.tracking.sweep import in_sweep, sweep_tags
 
     hydra_cfg = HydraConfig.get()
     if cfg.resume_dir:
         from ragforget.resume import resumed_config
 
         cfg = resumed_config(cfg, list(hydra_cfg.overrides.task))
-    metrics = run_job(cfg, Path(hydra_cfg.runtime.output_dir), tags=sweep_tags(hydra_cfg))
+    metrics = run_job(cfg, Path(hydra_cfg.runtime.output_dir), tags=sweep_tags(hydra_cfg),
+                      sweeping=in_sweep(hydra_cfg))
     if metrics:
         print(summary_table(metrics, cfg.run_name))  # the user-facing result of the job
-    return objective_value(metrics, cfg.objective, cfg.stage)
+    return metrics.get("objective")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,25 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         return compose(config_name="config", overrides=overrides or [])
 
 
+def visible(folder: Path) -> list[str]:
+    """The entries of ``folder`` a user sees: not the hidden lock files of cache entries."""
+    return sorted(p.name for p in Path(folder).iterdir() if not p.name.startswith("."))
+
+
+def cold_cache(tmp_path: Path) -> Path:
+    """An asset cache with only the downloaded packages and model snapshots (shared with the real cache):
+    corpus, QA splits, retention suites, indexes and every method's cache are built from scratch."""
+    from ragforget.assets.cache import resolve_cache_dir
+
+    cache = tmp_path / "cold_cache"
+    cache.mkdir()
+    shared = resolve_cache_dir(None)
+    for name in ("downloads", "models"):
+        (shared / name).mkdir(exist_ok=True)
+        (cache / name).symlink_to(shared / name)
+    return cache
+
+
 def model_snapshot(model: str) -> str:
     """The snapshot folder of ``conf/model/<model>.yaml``, materialized once per cache."""
     import hydra

@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import visible
 
 import ragforget.assets.packages as packages
 from ragforget.assets.packages import PackageSpec, extract_members, fetch_package, read_member
@@ -49,9 +50,9 @@ def test_corrupted_download_raises_and_leaves_nothing(tmp_path: Path, monkeypatc
     with pytest.raises(AssetError, match="sha256"):
         fetch_package(_spec(), downloads)
     assert fake.calls == ["demo-pkg==1.0"]
-    assert list(downloads.iterdir()) == []
-    # the temporary download folder beside downloads/ is cleaned up too
-    assert sorted(p.name for p in downloads.parent.iterdir()) == ["downloads"]
+    assert visible(downloads) == []
+    # the temporary download folder is cleaned up too
+    assert visible(downloads.parent) == ["downloads"]
 
 
 def test_fresh_download_is_verified_and_placed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,7 +63,7 @@ def test_fresh_download_is_verified_and_placed(tmp_path: Path, monkeypatch: pyte
     assert path == downloads / FILENAME
     assert path.read_bytes() == GOOD
     assert fake.calls == ["demo-pkg==1.0"]
-    assert sorted(p.name for p in downloads.iterdir()) == [FILENAME]
+    assert visible(downloads) == [FILENAME]
 
 
 def test_cached_good_file_skips_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,7 +103,7 @@ def test_unexpected_filename_from_pip_raises(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(packages, "pip_download", FakePip(GOOD, filename="demo_pkg-1.0.tar.gz"))
     with pytest.raises(AssetError, match=FILENAME):
         fetch_package(_spec(), downloads)
-    assert list(downloads.iterdir()) == []
+    assert visible(downloads) == []
 
 
 # ---- archives ---------------------------------------------------------------------------------
@@ -201,4 +202,4 @@ def test_fetch_creates_a_missing_downloads_dir(tmp_path: Path, monkeypatch: pyte
     downloads.parent.mkdir()
     monkeypatch.setattr(packages, "pip_download", FakePip(GOOD))
     assert fetch_package(_spec(), downloads).read_bytes() == GOOD
-    assert sorted(p.name for p in downloads.parent.iterdir()) == ["downloads"]
+    assert visible(downloads.parent) == ["downloads"]

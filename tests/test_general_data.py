@@ -27,8 +27,9 @@ from ragforget.data.general import (  # noqa: E402
     sharegpt_pairs,
 )
 from ragforget.errors import ConfigError, DataError  # noqa: E402
+from ragforget.utils.io import TEMP_NAME  # noqa: E402
 
-from conftest import compose_config  # noqa: E402
+from conftest import compose_config, visible  # noqa: E402
 
 
 def conversation(record_id: str, *turns: tuple[str, str]) -> dict[str, Any]:
@@ -104,14 +105,14 @@ def test_packaged_sharegpt_writes_and_reuses_the_cache(tmp_path: Path, monkeypat
     assert PackagedShareGPT(max_chars=40).materialize(tmp_path) == path and reads == [general.SHAREGPT_MEMBER]
     other = PackagedShareGPT(max_rows=1, max_chars=40).materialize(tmp_path)  # other settings, other file
     assert other != path and len(read_general(other)) == 1 and len(reads) == 2
-    assert not list((tmp_path / "general").glob(".*"))  # no temporary leftovers
+    assert not [p for p in (tmp_path / "general").iterdir() if TEMP_NAME.match(p.name)]  # no temporary leftovers
 
 
 def test_packaged_sharegpt_without_usable_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_wheel(monkeypatch, truncated_array(SHAREGPT_RECORDS[2:6] + SHAREGPT_RECORDS[-1:], "in the middle"))
     with pytest.raises(DataError, match=r"sharegpt.whl.*no usable prompt/response pairs among 4 row"):
         PackagedShareGPT(max_chars=40).materialize(tmp_path)
-    assert not (tmp_path / "general").exists() or not list((tmp_path / "general").iterdir())
+    assert not (tmp_path / "general").exists() or not visible(tmp_path / "general")
 
 
 def test_limits_are_checked_at_construction() -> None:

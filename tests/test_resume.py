@@ -12,12 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from conftest import cold_cache, compose_config
+from ragforget.assets.cache import resolve_cache_dir
 from ragforget.errors import ConfigError
 from ragforget.resume import resumed_config
 from ragforget.training.datamodule import ResumableSampler
+from ragforget.utils.io import TEMP_NAME
 from test_cli import ROOT, TINY, runs_in
 
 # 6 examples in batches of 2: 3 batches an epoch, so the step-2 and step-4 checkpoints fall mid-epoch.
@@ -109,30 +112,68 @@ def _outcome(folder: Path) -> tuple[bytes, dict[str, float]]:
     return adapter, {k: v for k, v in metrics.items() if not k.startswith(("time/", "base_eval/"))}
 
 
-KILL_POINTS: dict[str, Callable[[Path], bool]] = {
-    "before training": lambda folder: (folder / "config.yaml").exists(),
-    "during training": lambda folder: (folder / "lightning" / "last.ckpt").exists(),
-    "during evaluation": lambda folder: (folder / "checkpoint" / "adapter").exists(),
-}
+def _histories(output_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """Every MLflow run's full metric histories (step, value) by run name, less timings."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{output_dir}/mlflow.db")
+    return {run.info.run_name: {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+                                for key in run.data.metrics if not key.startswith(("time/", "base_eval/"))}
+            for run in runs_in(output_dir)}
+
+
+def _finished(folder: Path) -> bool:
+    """Whether every evaluation of the job was written: its own, and its last post-hoc variant's."""
+    return (folder / "metrics.json").exists() and (not (folder / "variants").exists()
+                                                   or (folder / "variants" / "w1.0" / "metrics.json").exists())
+
+
+def _logged_past_a_checkpoint(folder: Path) -> bool:
+    """A checkpoint is written and a later step's curves are logged: the resumed run replays that step."""
+    if not (folder / "lightning" / "last.ckpt").exists():
+        return False
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder.parents[2]}/mlflow.db")
+    steps = [m.step for run in runs_in(folder.parents[2]) for m in client.get_metric_history(run.info.run_id,
+                                                                                             "train/lr")]
+    return bool(steps) and max(steps) % 2 == 1  # odd: past the checkpoint taken every 2 steps
+
+
+def _temporaries(root: Path) -> list[Path]:
+    return [p for p in root.rglob(".*") if TEMP_NAME.match(p.name)]
+
+
+# (run, kill point, condition on the cache and the job folder). The prepare kill runs on a cold cache and
+# lands while a cache entry is half-written; its resume must sweep that away and build the same entry.
+RUN_WISE = [*TINY, "method=wise_ft", "method.wise_ft.weights=[0.25,0.5,1.0]", "train.max_examples=6",
+            "trainer.max_steps=4", "train.checkpoint_every_n_steps=2", "logger.log_every_n_steps=1"]
+KILLS: list[tuple[list[str], str, Callable[[Path, Path], bool]]] = [
+    (RUN, "during prepare", lambda cache, folder: bool(_temporaries(cache))),
+    (RUN, "before training", lambda cache, folder: (folder / "config.yaml").exists()),
+    (RUN, "during training", lambda cache, folder: _logged_past_a_checkpoint(folder)),
+    (RUN, "during evaluation", lambda cache, folder: (folder / "checkpoint" / "adapter").exists()),
+    (RUN_WISE, "between variants", lambda cache, folder: any(folder.glob("variants/*/metrics.json"))),
+]
 
 
 @pytest.mark.slow
 def test_runs_killed_at_any_stage_resume_to_identical_results(tmp_path: Path) -> None:
-    reference_dir = tmp_path / "uninterrupted"
-    done = _run(reference_dir, *RUN, f"paths.output_dir={reference_dir}")
-    assert done.wait() == 0, done.stderr.read()  # type: ignore[union-attr]
-    expected = _outcome(_job_folder(reference_dir))  # type: ignore[arg-type]
+    expected = {}
+    for run in (RUN, RUN_WISE):
+        reference_dir = tmp_path / f"uninterrupted-{len(expected)}"
+        done = _run(reference_dir, *run, f"paths.output_dir={reference_dir}")
+        assert done.wait() == 0, done.stderr.read()  # type: ignore[union-attr]
+        expected[id(run)] = _outcome(_job_folder(reference_dir)), _histories(reference_dir)  # type: ignore[arg-type]
 
-    for point, reached in KILL_POINTS.items():
+    for run, point, reached in KILLS:
         output_dir = tmp_path / point.replace(" ", "_")
-        killed = _run(output_dir, *RUN, f"paths.output_dir={output_dir}")
-        _kill_when(killed, lambda: (f := _job_folder(output_dir)) is not None and reached(f))
+        cache = cold_cache(tmp_path) if point == "during prepare" else resolve_cache_dir(None)
+        killed = _run(output_dir, *run, f"paths.output_dir={output_dir}", f"paths.cache_dir={cache}")
+        _kill_when(killed, lambda: (f := _job_folder(output_dir)) is not None and reached(cache, f))
         folder = _job_folder(output_dir)
-        assert folder is not None and not (folder / "metrics.json").exists(), point
+        assert folder is not None and not _finished(folder), point
         resumed = _run(output_dir, f"resume_dir={folder}")
         assert resumed.wait() == 0, f"{point}: {resumed.stderr.read()[-3000:]}"  # type: ignore[union-attr]
-        adapter, metrics = _outcome(folder)
-        assert adapter == expected[0], f"killed {point}: the adapter differs from an uninterrupted run's"
-        assert metrics == expected[1], f"killed {point}: the metrics differ"
-        (run,) = runs_in(output_dir)
-        assert run.info.status == "FINISHED", point  # the killed run's MLflow run, finished by the resume
+        (adapter, metrics), histories = expected[id(run)]
+        assert _outcome(folder) == (adapter, metrics), f"killed {point}: the adapter or the metrics differ"
+        assert _histories(output_dir) == histories, f"killed {point}: the MLflow histories differ"
+        assert {r.info.status for r in runs_in(output_dir)} == {"FINISHED"}, point  # finished by the resume
+        if point == "during prepare":
+            assert not _temporaries(cache), "the killed writer's temporary folder was not swept"

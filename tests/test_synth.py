@@ -347,3 +347,18 @@ def test_synthesize_stage_alone_then_training_reuses_the_set(tmp_path: Path, tin
     assert trained["replay/general_examples"] == 1  # round(0.1 * 8)
     assert "odqa/acc" in trained and "retention/macro_avg" in trained
     assert run_of(cfg, tmp_path / "train").info.status == "FINISHED"
+
+
+def test_a_cold_and_a_warm_cache_train_the_same_adapter(tmp_path: Path, tiny_model_path: str) -> None:
+    """Synthesizing on a cold cache draws from the global RNGs, reading the set from a warm one does not:
+    the model's init and training must not depend on which happened."""
+    from conftest import cold_cache
+    from ragforget.pipeline import run_job
+
+    cfg = self_synth_config(tmp_path, tiny_model_path, f"paths.cache_dir={cold_cache(tmp_path)}")
+    adapters = []
+    for name in ("cold", "warm"):
+        metrics = run_job(cfg, tmp_path / name)
+        assert metrics["base_eval/reused"] == float(name == "warm")
+        adapters.append((tmp_path / name / "checkpoint" / "adapter" / "adapter_model.safetensors").read_bytes())
+    assert adapters[0] == adapters[1]

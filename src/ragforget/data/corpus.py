@@ -18,7 +18,7 @@ from ragforget.data.records import make_passage, validate_corpus_file
 from ragforget.data.squad import SQUAD_SOURCES, fetch_raw, fetch_squad_files, read_squad, squad_passages
 from ragforget.errors import ConfigError, DataError
 from ragforget.utils.hashing import stable_hash
-from ragforget.utils.io import atomic_path, read_json, read_jsonl, write_json, write_jsonl
+from ragforget.utils.io import atomic_path, cache_lock, read_json, read_jsonl, write_json, write_jsonl
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -82,8 +82,12 @@ class PackagedWikiCorpus:
         """Return ``corpus/<name>-<key>/corpus.jsonl``, building it (and the held-out file) once."""
         cache_dir = Path(cache_dir)
         directory = self.directory(cache_dir)
-        if (directory / CORPUS_FILE).exists() and (directory / HELDOUT_FILE).exists():
-            return directory / CORPUS_FILE
+        with cache_lock(directory):  # parallel jobs build it once
+            if not (directory / CORPUS_FILE).exists():
+                self._build(cache_dir, directory)
+        return directory / CORPUS_FILE
+
+    def _build(self, cache_dir: Path, directory: Path) -> None:
         squad_files = fetch_squad_files(cache_dir)
         summaries_path = fetch_raw(cache_dir, WIKI_SUMMARIES, [SUMMARIES_MEMBER])[SUMMARIES_MEMBER]
         summaries = read_json(summaries_path)
@@ -102,7 +106,6 @@ class PackagedWikiCorpus:
                 "sources": [f"{BIGBENCH.requirement}:{member}" for member in SQUAD_SOURCES.values()]
                 + [f"{WIKI_SUMMARIES.requirement}:{SUMMARIES_MEMBER}"]})
         log.info("corpus %s: %d passages, %d held-out summaries", self.name, len(passages), len(heldout))
-        return directory / CORPUS_FILE
 
     def heldout_summaries_path(self, cache_dir: Path) -> Path:
         """The held-out summaries (``{id, title, text}`` jsonl), built with the corpus if needed."""

@@ -22,13 +22,13 @@ from tqdm.auto import tqdm
 
 from ragforget.assets.packages import fetch_package, read_member
 from ragforget.assets.registry import SHAREGPT
-from ragforget.data.hf_loading import absolute_local, load_split, local_files
+from ragforget.data.hf_loading import absolute_local, dataset_revision, load_split, local_files
 from ragforget.data.hub import select_rows
 from ragforget.data.rag_examples import TrainingExample
 from ragforget.errors import ConfigError, DataError
 from ragforget.utils.config import plain
 from ragforget.utils.hashing import sha256_file, stable_hash
-from ragforget.utils.io import iter_jsonl, write_jsonl
+from ragforget.utils.io import cache_lock, iter_jsonl, write_jsonl
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -217,8 +217,10 @@ class PackagedShareGPT(GeneralDataSource):
     def materialize(self, cache_dir: Path) -> Path:
         """The normalized jsonl, built from the wheel on first use and reused afterwards."""
         path = self.path(cache_dir)
-        if path.exists():
-            return path
+        with cache_lock(path):  # parallel jobs build it once
+            return path if path.exists() else self._build(Path(cache_dir), path)
+
+    def _build(self, cache_dir: Path, path: Path) -> Path:
         archive = fetch_package(SHAREGPT, Path(cache_dir) / "downloads")
         source = f"{archive.name}:{SHAREGPT_MEMBER}"
         text = decode_truncated(read_member(archive, SHAREGPT_MEMBER), source)
@@ -277,12 +279,13 @@ class ChatDataset(GeneralDataSource):
 
     E.g. ``tatsu-lab/alpaca``, ``HuggingFaceH4/ultrachat_200k`` (split ``train_sft``),
     ``databricks/databricks-dolly-15k``; offline ``path: json`` with ``data_files``. The schema is
-    detected from the columns (see :func:`detect_schema`).
+    detected from the columns (see :func:`detect_schema`). ``revision`` pins the Hub commit (see
+    :func:`ragforget.data.hf_loading.load_split`); the one read is logged when the file is built.
     """
 
     def __init__(self, path: str, name: str | None = None, split: str = "train",
                  data_files: str | Sequence[str] | Mapping[str, Any] | None = None, max_rows: int | None = None,
-                 max_chars: int = 4000, seed: int = 0) -> None:
+                 max_chars: int = 4000, seed: int = 0, revision: str | None = None) -> None:
         if not path:
             raise ConfigError("general_data.path", "is empty", "a Hub dataset id, or 'json' with data_files")
         check_limits(max_rows, max_chars)
@@ -293,6 +296,7 @@ class ChatDataset(GeneralDataSource):
         self.max_rows = None if max_rows is None else int(max_rows)
         self.max_chars = int(max_chars)
         self.seed = int(seed)
+        self.revision = None if revision is None else str(revision)
 
     @property
     def source(self) -> str:
@@ -312,10 +316,13 @@ class ChatDataset(GeneralDataSource):
     def materialize(self, cache_dir: Path) -> Path:
         """The normalized jsonl, loaded and converted once per cache key."""
         path = self.path(cache_dir)
-        if path.exists():
-            return path
+        with cache_lock(path):  # parallel jobs build it once
+            return path if path.exists() else self._build(Path(cache_dir), path)
+
+    def _build(self, cache_dir: Path, path: Path) -> Path:
         dataset = load_split(self.path_or_id, self.split, Path(cache_dir), "general_data", name=self.name,
-                             data_files=self.data_files)
+                             data_files=self.data_files, revision=self.revision)
+        log.info("general data %s: read from %s", self.source, dataset_revision(dataset, self.data_files))
         schema = detect_schema(list(dataset.column_names), self.source)
         prefix = re.sub(r"[^A-Za-z0-9]+", "_", self.path_or_id).strip("_") or "chat"
         rows = tqdm(dataset, desc=f"general data {prefix}", leave=False, total=len(dataset))

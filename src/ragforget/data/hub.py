@@ -5,6 +5,9 @@ loads e.g. ``google-research-datasets/nq_open``; offline it loads local files of
 ``path: json`` and ``data_files``. Answers come in three shapes, all handled by
 :func:`parse_answers`: a list of strings (NQ-open), a dict of fields (TriviaQA's ``answer.value`` /
 ``answer.aliases``), or a JSON-encoded list in a string (PopQA's ``possible_answers``).
+
+``revision`` pins the Hub commit; what the splits were really read from (the commit, or the sha256
+of local files) is :attr:`HubQA.resolved_revision`, kept in the cached splits' manifest.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ragforget.data.hf_loading import absolute_local, load_split, local_files
+from ragforget.data.hf_loading import (absolute_local, dataset_revision, hub_commit, load_split, local_files,
+                                      local_fingerprint)
 from ragforget.data.records import cached_splits, make_qa_record, write_splits
 from ragforget.errors import ConfigError, DataError
 from ragforget.utils.config import plain
 from ragforget.utils.hashing import sha256_file, stable_hash
+from ragforget.utils.io import cache_lock, read_json
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -129,6 +134,8 @@ class HubQA:
         self.max_size = plain(max_size)
         self.metadata_fields = list(plain(metadata_fields))
         self.seed = int(seed)
+        # What the splits were read from (Hub commit or local:sha256:...), known after materialize.
+        self.resolved_revision: str | None = None
 
     def split_max_size(self, split: str) -> int | None:
         """The cap for one of our splits (an int caps every split; a mapping caps by split name)."""
@@ -138,7 +145,7 @@ class HubQA:
 
     def cache_key(self) -> str:
         """Hash of the loading and mapping parameters, plus the content of any local data files."""
-        params = {key: value for key, value in vars(self).items() if key != "name"}
+        params = {key: value for key, value in vars(self).items() if key not in ("name", "resolved_revision")}
         params["local_files"] = {path: sha256_file(path) for path in local_files(self.data_files)}
         params["format"] = FORMAT_VERSION
         return stable_hash(params)
@@ -146,10 +153,32 @@ class HubQA:
     def directory(self, cache_dir: Path) -> Path:
         return Path(cache_dir) / "data" / f"{self.name}-{self.cache_key()}"
 
-    def load_rows(self, hub_split: str, cache_dir: Path) -> list[dict[str, Any]]:
-        """Load one hub split as a list of row dicts."""
+    def load_hub_split(self, hub_split: str, cache_dir: Path, revision: str | None) -> Any:
+        """One hub split at ``revision``, as a ``datasets.Dataset``."""
         return load_split(self.path, hub_split, cache_dir, "dataset.qa", name=self.config_name,
-                          data_files=self.data_files, revision=self.revision).to_list()
+                          data_files=self.data_files, revision=revision)
+
+    def load_all(self, cache_dir: Path) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
+        """``{our split: hub rows}`` and the revision they were read from.
+
+        The first split resolves ``revision`` (e.g. a branch) to a commit; the others load that commit,
+        so a push to the Hub between two splits cannot mix two versions.
+        """
+        rows: dict[str, list[dict[str, Any]]] = {}
+        revision, resolved = self.revision, None
+        for ours, theirs in self.splits.items():
+            dataset = self.load_hub_split(theirs, cache_dir, revision)
+            rows[ours] = dataset.to_list()
+            if resolved is None:
+                resolved = dataset_revision(dataset, self.data_files)
+                revision = hub_commit(dataset) or revision
+        return rows, resolved
+
+    def recorded_revision(self, directory: Path) -> str | None:
+        """The revision kept in cached splits' manifest (older caches: the local files' sha256, if any)."""
+        manifest = directory / "manifest.json"
+        recorded = read_json(manifest).get("resolved_revision") if manifest.exists() else None
+        return recorded or local_fingerprint(self.data_files)
 
     def build(self, rows_by_split: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
         """Pure: ``{our split: hub rows}`` -> ``{our split: QA records}``, capped by ``max_size``."""
@@ -166,14 +195,20 @@ class HubQA:
     def materialize(self, cache_dir: Path) -> dict[str, Path]:
         """Return ``{split: jsonl path}``, loading from the Hub (or local files) once per cache key."""
         directory = self.directory(cache_dir)
-        cached = cached_splits(directory, self.splits)
-        if cached is not None:
-            return cached
-        rows = {ours: self.load_rows(theirs, Path(cache_dir)) for ours, theirs in self.splits.items()}
+        with cache_lock(directory):  # parallel jobs load it once
+            cached = cached_splits(directory, self.splits)
+            if cached is not None:
+                self.resolved_revision = self.recorded_revision(directory)
+                return cached
+            return self._build_splits(Path(cache_dir), directory)
+
+    def _build_splits(self, cache_dir: Path, directory: Path) -> dict[str, Path]:
+        rows, self.resolved_revision = self.load_all(cache_dir)
         splits = self.build(rows)
         manifest = {"name": self.name, "path": self.path, "config_name": self.config_name,
-                    "splits": self.splits, "revision": self.revision, "max_size": self.max_size,
-                    "seed": self.seed, "data_files": self.data_files}
+                    "splits": self.splits, "revision": self.revision, "resolved_revision": self.resolved_revision,
+                    "max_size": self.max_size, "seed": self.seed, "data_files": self.data_files}
         paths = write_splits(directory, splits, manifest)
-        log.info("%s splits: %s", self.name, {split: len(records) for split, records in splits.items()})
+        log.info("%s splits: %s (from %s)", self.name, {split: len(records) for split, records in splits.items()},
+                 self.resolved_revision)
         return paths

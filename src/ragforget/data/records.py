@@ -96,8 +96,10 @@ def load_qa(path: str | Path) -> list[dict[str, Any]]:
 
 
 def load_corpus(path: str | Path) -> list[dict[str, Any]]:
-    """Load and validate a corpus jsonl file."""
-    return _load_checked(path, CORPUS_FIELDS, check_passage)
+    """Load and validate a corpus jsonl file (an empty one is refused: every retriever would find nothing)."""
+    passages = _load_checked(path, CORPUS_FIELDS, check_passage)
+    _require_passages(path, len(passages))
+    return passages
 
 
 def validate_corpus_file(path: str | Path) -> int:
@@ -108,9 +110,14 @@ def validate_corpus_file(path: str | Path) -> int:
         if record["id"] in seen:
             raise DataError(path, line_no, f"duplicate id {record['id']!r}", "ids must be unique")
         seen.add(record["id"])
-    if not seen:
-        raise DataError(path, None, "corpus has no passages")
+    _require_passages(path, len(seen))
     return len(seen)
+
+
+def _require_passages(path: str | Path, count: int) -> None:
+    """An empty corpus would run every question closed-book while the run says it retrieved."""
+    if count == 0:
+        raise DataError(path, None, "corpus has no passages", "a corpus is a jsonl of {id, contents} passages")
 
 
 def corpus_fingerprint(path: str | Path) -> str:

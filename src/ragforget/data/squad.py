@@ -19,6 +19,7 @@ from ragforget.assets.registry import BIGBENCH
 from ragforget.errors import ConfigError, DataError
 from ragforget.data.records import cached_splits, make_passage, make_qa_record, write_splits
 from ragforget.utils.hashing import stable_hash
+from ragforget.utils.io import cache_lock
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -166,10 +167,11 @@ class SquadOpen:
     def materialize(self, cache_dir: Path) -> dict[str, Path]:
         """Return ``{split: jsonl path}``, building the splits once per cache key."""
         directory = self.directory(cache_dir)
-        cached = cached_splits(directory, self.fractions)
-        if cached is not None:
-            return cached
-        squad = read_squad(fetch_squad_files(Path(cache_dir))["squad-dev"])
+        with cache_lock(directory):  # parallel jobs build it once
+            return cached_splits(directory, self.fractions) or self._build_splits(Path(cache_dir), directory)
+
+    def _build_splits(self, cache_dir: Path, directory: Path) -> dict[str, Path]:
+        squad = read_squad(fetch_squad_files(cache_dir)["squad-dev"])
         splits = self.build(squad)
         manifest = {"name": self.name, "seed": self.seed, "fractions": self.fractions,
                     "source": f"{BIGBENCH.requirement}:{SQUAD_DEV_MEMBER}",
@@ -199,10 +201,11 @@ class SquadShiftsWikiOpen:
     def materialize(self, cache_dir: Path) -> dict[str, Path]:
         """Return ``{"test": jsonl path}``, building it once."""
         directory = self.directory(cache_dir)
-        cached = cached_splits(directory, ["test"])
-        if cached is not None:
-            return cached
-        squad = read_squad(fetch_squad_files(Path(cache_dir))["newwiki"])
+        with cache_lock(directory):  # parallel jobs build it once
+            return cached_splits(directory, ["test"]) or self._build_splits(Path(cache_dir), directory)
+
+    def _build_splits(self, cache_dir: Path, directory: Path) -> dict[str, Path]:
+        squad = read_squad(fetch_squad_files(cache_dir)["newwiki"])
         splits = self.build(squad)
         manifest = {"name": self.name, "source": f"{BIGBENCH.requirement}:{NEW_WIKI_MEMBER}"}
         return write_splits(directory, splits, manifest)

@@ -23,9 +23,9 @@ from ragforget.utils.device import check_device
 from ragforget.retrieval.base import RetrieverContext
 from ragforget.retrieval.dense import FlatIndexRetriever
 from ragforget.utils.config import plain
-from ragforget.utils.hashing import stable_hash
+from ragforget.utils.hashing import package_versions, stable_hash
 from ragforget.utils.instantiate import instantiate
-from ragforget.utils.io import read_json
+from ragforget.utils.io import atomic_path, cache_lock, read_json
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -68,9 +68,12 @@ class InvarRetriever(FlatIndexRetriever):
             import mlflow.artifacts
 
             target = self.cache_dir / "invar" / "downloaded" / stable_hash(str(self.adapter))
-            if not (target / ADAPTER_WEIGHTS).exists():
-                mlflow.artifacts.download_artifacts(artifact_uri=str(self.adapter), dst_path=str(target),
-                                                    tracking_uri=context.cfg.logger.tracking_uri)
+            with cache_lock(target):  # parallel jobs download it once
+                if not target.exists():
+                    with atomic_path(target) as tmp:
+                        tmp.mkdir()
+                        mlflow.artifacts.download_artifacts(artifact_uri=str(self.adapter), dst_path=str(tmp),
+                                                            tracking_uri=context.cfg.logger.tracking_uri)
             found = sorted(target.rglob(ADAPTER_WEIGHTS))
             if not found:
                 raise DataError(self.adapter, None, "no retriever adapter in these artifacts")
@@ -87,7 +90,8 @@ class InvarRetriever(FlatIndexRetriever):
     def cache_params(self) -> dict[str, Any]:
         if self.adapter_dir is None:
             raise RuntimeError("InvarRetriever.prepare must run before its index is built or loaded")
-        return {"model": self.model_identity(), "adapter": adapter_hash(self.adapter_dir), **self.encoder_settings}
+        return {"model": self.model_identity(), "adapter": adapter_hash(self.adapter_dir), **self.encoder_settings,
+                "libraries": package_versions("torch", "transformers", "peft")}
 
     @property
     def encoder(self) -> LLMEncoder:

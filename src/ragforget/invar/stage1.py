@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader
 
-import ragforget
 from ragforget.data.records import load_qa, seeded_subset
 from ragforget.errors import ConfigError
 from ragforget.invar.adapter import PROVENANCE_FILE, adapter_hash
@@ -25,9 +24,9 @@ from ragforget.models.loading import attach_lora, load_model, load_tokenizer
 from ragforget.retrieval.base import RetrieverContext
 from ragforget.retrieval.cache import retrieve_split
 from ragforget.tracking.curves import MlflowCurves
-from ragforget.utils.hashing import sha256_file, stable_hash
+from ragforget.utils.hashing import code_and_versions, sha256_file, stable_hash
 from ragforget.utils.instantiate import instantiate
-from ragforget.utils.io import atomic_path, write_json
+from ragforget.utils.io import atomic_path, cache_lock, write_json
 from ragforget.utils.logging import get_logger
 
 if TYPE_CHECKING:
@@ -58,15 +57,23 @@ def train_retriever_adapter(retriever: InvarRetriever, context: RetrieverContext
     if split is None or split not in assets.splits:
         raise ConfigError("dataset.train_split", f"dataset '{cfg.dataset.name}' has no training split",
                           "retriever=invar trains on it: give an adapter with retriever.impl.adapter=<folder>")
-    key = stable_hash({"version": ragforget.__version__, "model": retriever.model_identity(),
+    key = stable_hash({**code_and_versions("ragforget.invar", "ragforget.models"), "model": retriever.model_identity(),
                        "lora": retriever.model_config.get("lora"), "encoder": retriever.encoder_settings,
                        "stage1": settings, "split": sha256_file(assets.splits[split]),
                        "corpus": context.corpus_hash, "seed": cfg.seed})
     folder = Path(assets.cache_dir) / "invar" / "adapters" / key
-    if (folder / "adapter_config.json").exists():
-        log.info("invar stage 1: reusing the trained retriever adapter %s", folder)
-        return folder
+    with cache_lock(folder):  # parallel jobs train it once
+        if (folder / "adapter_config.json").exists():
+            log.info("invar stage 1: reusing the trained retriever adapter %s", folder)
+        else:
+            _train_adapter(retriever, context, key, folder)
+    return folder
 
+
+def _train_adapter(retriever: InvarRetriever, context: RetrieverContext, key: str, folder: Path) -> None:
+    cfg, assets = context.cfg, context.assets
+    settings = retriever.stage1
+    split = cfg.dataset.train_split
     records = seeded_subset(load_qa(assets.splits[split]), settings["max_examples"], cfg.seed)
     miner = instantiate(settings["miner"])
     n_negatives = int(settings["negatives"])
@@ -105,4 +112,3 @@ def train_retriever_adapter(retriever: InvarRetriever, context: RetrieverContext
                                              "adapter_hash": adapter_hash(tmp),
                                              "examples": len(examples), "steps": trainer.global_step,
                                              "train_s": seconds, "stage1": settings})
-    return folder

@@ -26,8 +26,8 @@ from ragforget.methods.deltas import LoraLayer, ParameterSnapshot, full_precisio
 from ragforget.methods.fisher import diagonal_fisher, gradients_enabled
 from ragforget.methods.losses import answer_nll, upcast
 from ragforget.models.head import final_hidden
-from ragforget.utils.hashing import sha256_file, stable_hash
-from ragforget.utils.io import atomic_path
+from ragforget.utils.hashing import code_and_versions, sha256_file, stable_hash
+from ragforget.utils.io import atomic_path, cache_lock
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -104,9 +104,16 @@ class EWC(LossTerm):
         data_path = self.source.materialize(context.cache_dir)
         max_length = self.max_length if self.max_length is not None else context.max_length
         key = stable_hash({"format": FISHER_FORMAT, "model": context.model_key, "data": sha256_file(data_path),
+                           **code_and_versions(__name__, "ragforget.methods.fisher", "ragforget.methods.losses",
+                                               "ragforget.models", "ragforget.data"),
                            "num_samples": self.num_samples, "max_length": max_length,
                            "chat_template": context.chat_template, "tensors": names, "sample_seed": SAMPLE_SEED})
         path = Path(context.cache_dir) / "fisher" / f"{key}.pt"
+        with cache_lock(path):  # parallel jobs estimate it once
+            return self._load_or_estimate(path, model, names, targets, context, data_path, max_length)
+
+    def _load_or_estimate(self, path: Path, model: nn.Module, names: list[str], targets: Sequence[torch.Tensor],
+                          context: MethodContext, data_path: Path, max_length: int) -> list[torch.Tensor]:
         if path.exists():
             stored = torch.load(path, map_location="cpu", weights_only=True)
             if stored["names"] == names:

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
-import ragforget
 from ragforget.data.encoding import encode_prompt
 from ragforget.data.prompt import Message, RagPrompt
 from ragforget.data.rag_examples import TrainingExample
@@ -24,8 +23,8 @@ from ragforget.evaluation.metrics import substring_match
 from ragforget.methods.base import DataTransform, MethodContext, require
 from ragforget.models.loading import load_model
 from ragforget.utils.device import check_device, release_memory
-from ragforget.utils.hashing import stable_hash
-from ragforget.utils.io import atomic_path, read_jsonl, write_json, write_jsonl
+from ragforget.utils.hashing import code_and_versions, stable_hash
+from ragforget.utils.io import atomic_path, cache_lock, read_jsonl, write_json, write_jsonl
 from ragforget.utils.logging import get_logger
 from ragforget.utils.templates import check_placeholders
 
@@ -99,10 +98,14 @@ class SelfDistill(DataTransform):
     def rewrites(self, examples: list[TrainingExample], context: MethodContext) -> tuple[list[str], bool, float]:
         """Raw rewrites of ``examples`` (cached), whether they came from the cache, generation seconds."""
         folder = self.cache_folder(examples, context)
-        path = folder / "rewrites.jsonl"
-        if path.exists():
-            log.info("sdft: reusing cached rewrites %s", folder)
-            return _read_rewrites(path, examples), True, 0.0
+        with cache_lock(folder):  # parallel jobs rewrite once
+            if (folder / "rewrites.jsonl").exists():
+                log.info("sdft: reusing cached rewrites %s", folder)
+                return _read_rewrites(folder / "rewrites.jsonl", examples), True, 0.0
+            return self._rewrite(examples, context, folder)
+
+    def _rewrite(self, examples: list[TrainingExample], context: MethodContext,
+                 folder: Path) -> tuple[list[str], bool, float]:
         log.info("sdft: rewriting %d targets with the starting model (cached in %s)", len(examples), folder)
         start = time.perf_counter()
         prompts = [self.prompt_ids(ex, context) for ex in examples]
@@ -118,7 +121,8 @@ class SelfDistill(DataTransform):
 
     def settings(self, context: MethodContext) -> dict[str, object]:
         """Everything besides the examples that changes the rewrites."""
-        return {"version": ragforget.__version__, "model": context.model_key, "dtype": context.dtype,
+        return {**code_and_versions(__name__, "ragforget.evaluation.generation", "ragforget.data"),
+                "model": context.model_key, "dtype": context.dtype,
                 "chat_template": context.chat_template, "template": self.template,
                 "answer_cue": self.answer_cue, "max_new_tokens": self.max_new_tokens,
                 # Left padding differs with the batch size, which can flip a greedy token in bf16.

@@ -1,7 +1,8 @@
 """Where a model's weights come from. Each source turns into something ``from_pretrained`` accepts.
 
 Every source has ``materialize(cache_dir) -> str``: a local snapshot directory (safetensors +
-tokenizer) or, for :class:`HubModel`, the hub id itself. Loading is then identical for all of them.
+tokenizer); for :class:`HubModel` the Hugging Face cache's snapshot folder of the resolved commit.
+Loading is then identical for all of them.
 """
 
 from __future__ import annotations
@@ -13,21 +14,103 @@ from typing import Any
 from ragforget.assets.packages import fetch_package, read_member
 from ragforget.assets.registry import spec_for
 from ragforget.errors import ConfigError
-from ragforget.utils.hashing import stable_hash
-from ragforget.utils.io import atomic_path
+from ragforget.utils.hashing import package_versions, stable_hash
+from ragforget.utils.io import atomic_path, cache_lock
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
 
 
 class HubModel:
-    """A hub id or a local directory, passed straight to ``from_pretrained``."""
+    """A Hub id pinned to a revision, or a local directory.
 
-    def __init__(self, name_or_path: str) -> None:
-        self.name_or_path = name_or_path
+    A Hub id resolves once to the snapshot folder of one commit in the Hugging Face cache
+    (``HF_HUB_CACHE``, shared with every other Hugging Face tool), and every later ``from_pretrained``
+    (training, evaluation, tokenizer) reads that folder: a run can never mix two commits, and the
+    commit it used is :attr:`resolved_revision`. ``revision`` is a commit sha (reproducible), a branch
+    or a tag (``None``: the default branch). Offline (``HF_HUB_OFFLINE=1``) the snapshot must already
+    be in the cache; a branch resolves through the cache's ``refs/``.
+    """
+
+    # Files transformers' PyTorch loaders never read: other frameworks' weights, GGUF, and the
+    # ``original/`` checkpoints some repos ship beside the converted ones (as large again).
+    FOREIGN_FILES = ("*.msgpack", "*.h5", "*.ot", "*.tflite", "*.onnx", "*.onnx_data", "onnx/*", "*.gguf",
+                     "original/*", "coreml/*", "openvino/*")
+    # Pickled weights that many repos ship beside their safetensors (transformers reads the safetensors).
+    PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth")
+
+    def __init__(self, name_or_path: str, revision: str | None = None) -> None:
+        self.name_or_path = str(name_or_path)
+        self.revision = None if revision is None else str(revision)
+        self.resolved_revision: str | None = None  # the commit, known after materialize (None: local dir)
 
     def materialize(self, cache_dir: Path) -> str:
-        return self.name_or_path
+        """The local directory itself, or the snapshot folder of the resolved commit (downloaded if online).
+
+        ``cache_dir`` is unused: Hub snapshots live in the Hugging Face cache, where users already have them.
+        """
+        local = Path(self.name_or_path).expanduser()
+        if local.is_dir():
+            if self.revision is not None:
+                raise ConfigError("model.source.revision", f"is '{self.revision}', but '{self.name_or_path}' is a "
+                                  "local directory, which has no revisions",
+                                  "set model.source.revision=null, or name a Hub id")
+            self.resolved_revision = None
+            return str(local)
+        snapshot = self._snapshot()
+        self.resolved_revision = snapshot.name  # the cache lays snapshots out as snapshots/<commit>
+        if self.revision is None:
+            log.warning("model %s is not pinned: using commit %s of its default branch (set "
+                        "model.source.revision=%s to pin it)", self.name_or_path, snapshot.name, snapshot.name)
+        else:
+            log.info("model %s at revision %s: commit %s", self.name_or_path, self.revision, snapshot.name)
+        return str(snapshot)
+
+    def _download(self, revision: str | None, ignore: list[str]) -> Path:
+        """``snapshot_download``; offline, a cached snapshot lacking some files outside ``ignore`` is used.
+
+        Such a snapshot was fetched by another tool with narrower patterns; its commit is still exact,
+        and ``from_pretrained`` says so if it lacks a file it needs. ``local_files_only`` offline makes
+        huggingface_hub check the cache the same way for a commit sha as for a branch.
+        """
+        from huggingface_hub import is_offline_mode, snapshot_download
+        from huggingface_hub.errors import IncompleteSnapshotError
+
+        try:
+            return Path(snapshot_download(self.name_or_path, revision=revision, ignore_patterns=ignore,
+                                          local_files_only=is_offline_mode()))
+        except IncompleteSnapshotError as exc:
+            log.warning("model %s: using an incomplete cached snapshot (%s)", self.name_or_path,
+                        str(exc).split(". ")[0])
+            return Path(exc.snapshot_path)
+
+    def _snapshot(self) -> Path:
+        """Download (or find in the cache) the snapshot; Hub errors become ConfigErrors naming the key to fix."""
+        from huggingface_hub import constants, is_offline_mode
+        from huggingface_hub.errors import (HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                            RevisionNotFoundError)
+
+        revision = self.revision or "the default branch"
+        try:
+            folder = self._download(self.revision, [*self.FOREIGN_FILES, *self.PICKLED_WEIGHTS])
+            if not any(folder.glob("*.safetensors")):  # an older repo with pickled weights only
+                folder = self._download(folder.name, list(self.FOREIGN_FILES))
+        except LocalEntryNotFoundError as exc:  # offline (or unreachable) and not in the cache
+            reason = ("HF_HUB_OFFLINE=1" if is_offline_mode()
+                      else f"the Hub cannot be reached: {str(exc).splitlines()[0]}")
+            raise ConfigError("model.source.name_or_path",
+                              f"'{self.name_or_path}' at {revision} is neither a local directory nor in the "
+                              f"Hugging Face cache ({constants.HF_HUB_CACHE}), and {reason}",
+                              "set HF_HUB_OFFLINE=0 (with network access) to download it, or pass a local "
+                              "directory") from exc
+        except RevisionNotFoundError as exc:
+            raise ConfigError("model.source.revision", f"'{self.revision}' does not exist in "
+                              f"'{self.name_or_path}'", "pin a commit sha, branch or tag of that repo") from exc
+        except (RepositoryNotFoundError, HFValidationError) as exc:  # gated repos too (GatedRepoError)
+            raise ConfigError("model.source.name_or_path", f"'{self.name_or_path}' is neither a local directory "
+                              f"nor an accessible Hub repo ({type(exc).__name__})",
+                              "check the path or Hub id; a gated repo needs `hf auth login`") from exc
+        return folder
 
 
 class PackagedGGUF:
@@ -43,12 +126,18 @@ class PackagedGGUF:
         self.parts = [dict(part) for part in parts]
 
     def snapshot_dir(self, cache_dir: Path) -> Path:
-        return cache_dir / "models" / f"{self.name}-{stable_hash(self.parts, 8)}"
+        # transformers does the dequantization: another version may write other weights.
+        key = stable_hash([self.parts, package_versions("transformers")], 8)
+        return cache_dir / "models" / f"{self.name}-{key}"
 
     def materialize(self, cache_dir: Path) -> str:
         snapshot = self.snapshot_dir(cache_dir)
-        if (snapshot / "config.json").exists():
-            return str(snapshot)
+        with cache_lock(snapshot):  # parallel jobs convert it once
+            if not (snapshot / "config.json").exists():
+                self._convert(cache_dir, snapshot)
+        return str(snapshot)
+
+    def _convert(self, cache_dir: Path, snapshot: Path) -> None:
         gguf = self._assemble_gguf(cache_dir)
         log.info("converting %s to a safetensors snapshot (once)", gguf.name)
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -62,7 +151,6 @@ class PackagedGGUF:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         shutil.rmtree(gguf.parent, ignore_errors=True)  # the snapshot replaces the large GGUF
-        return str(snapshot)
 
     def _assemble_gguf(self, cache_dir: Path) -> Path:
         """Fetch every part and write their concatenation as one .gguf file."""
@@ -104,10 +192,16 @@ class RandomTransformer:
         return AutoConfig.for_model(self.model_type, vocab_size=self.vocab_size, **special_ids, **self.arch)
 
     def materialize(self, cache_dir: Path) -> str:
-        key = stable_hash([self.model_type, self.arch, self.vocab_size, self.dtype, self.seed], 8)
+        # torch draws the weights and transformers lays them out: both versions shape the snapshot.
+        key = stable_hash([self.model_type, self.arch, self.vocab_size, self.dtype, self.seed,
+                           package_versions("torch", "transformers")], 8)
         snapshot = cache_dir / "models" / f"random_{self.model_type}-{key}"
-        if (snapshot / "config.json").exists():
-            return str(snapshot)
+        with cache_lock(snapshot):  # parallel jobs create it once
+            if not (snapshot / "config.json").exists():
+                self._create(cache_dir, snapshot)
+        return str(snapshot)
+
+    def _create(self, cache_dir: Path, snapshot: Path) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -125,4 +219,3 @@ class RandomTransformer:
         with atomic_path(snapshot) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-        return str(snapshot)

@@ -17,7 +17,7 @@ from typing import Any
 from ragforget.errors import DataError
 from ragforget.retrieval.base import Retriever
 from ragforget.utils.hashing import sha256_file, stable_hash
-from ragforget.utils.io import atomic_path, read_jsonl, write_json, write_jsonl
+from ragforget.utils.io import atomic_path, cache_lock, read_jsonl, write_json, write_jsonl
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -50,11 +50,17 @@ def ensure_index(retriever: Retriever, corpus_path: str | Path, corpus_hash: str
     if not retriever.needs_index:
         return
     index_dir = Path(cache_dir) / "indexes" / index_key(retriever, corpus_hash)
+    with cache_lock(index_dir):  # parallel jobs build it once
+        start = time.perf_counter()
+        if index_dir.is_dir():
+            retriever.load_index(index_dir)
+            log.info("loaded %s index %s in %.1fs", retriever.name, index_dir, time.perf_counter() - start)
+        else:
+            _build_index(retriever, corpus_path, corpus_hash, index_dir)
+
+
+def _build_index(retriever: Retriever, corpus_path: str | Path, corpus_hash: str, index_dir: Path) -> None:
     start = time.perf_counter()
-    if index_dir.is_dir():
-        retriever.load_index(index_dir)
-        log.info("loaded %s index %s in %.1fs", retriever.name, index_dir, time.perf_counter() - start)
-        return
     corpus = read_corpus(Path(corpus_path))
     with atomic_path(index_dir) as tmp_dir:
         retriever.build_index(corpus, tmp_dir)
@@ -89,6 +95,12 @@ def retrieve_split(
     """
     corpus_hash = corpus_hash or sha256_file(corpus_path)
     path = retrieved_path(retriever, k, corpus_hash, cache_dir, split_key)
+    with cache_lock(path):  # parallel jobs retrieve it once
+        return _retrieve_split(retriever, records, k, corpus_path, cache_dir, corpus_hash, path)
+
+
+def _retrieve_split(retriever: Retriever, records: Sequence[dict[str, Any]], k: int, corpus_path: str | Path,
+                    cache_dir: str | Path, corpus_hash: str, path: Path) -> list[dict[str, Any]]:
     wanted = [str(record["id"]) for record in records]
     if path.exists():
         cached = read_jsonl(path, required=RESULT_FIELDS)

@@ -23,6 +23,7 @@ from ragforget.assets.registry import MINILM
 from ragforget.errors import DataError
 from ragforget.retrieval.base import Hit, Retriever
 from ragforget.utils.device import check_device, resolve_device
+from ragforget.utils.hashing import package_versions
 from ragforget.utils.logging import get_logger
 
 if TYPE_CHECKING:
@@ -124,9 +125,11 @@ class DenseRetriever(FlatIndexRetriever):
         self._model: SentenceTransformer | None = None
 
     def cache_params(self) -> dict[str, Any]:
-        """The encoder's identity and the settings that change its vectors (batch size and device do not)."""
+        """The encoder's identity, the settings and library versions that change its vectors (batch size
+        and device do not)."""
         encoder = self.encoder if self.encoder is not None else f"{MINILM.requirement} (packaged)"
-        return {"encoder": encoder, "max_seq_length": self.max_seq_length, "normalize": self.normalize}
+        return {"encoder": encoder, "max_seq_length": self.max_seq_length, "normalize": self.normalize,
+                "libraries": package_versions("sentence-transformers", "torch", "transformers")}
 
     @property
     def model(self) -> SentenceTransformer:

@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from ragforget.errors import ConfigError
 from ragforget.retrieval.base import Retriever
 from ragforget.retrieval.cache import retrieve_split
 from ragforget.retrieval.metrics import recall_at_k
@@ -15,6 +16,17 @@ from ragforget.utils.hashing import sha256_file, stable_hash
 from ragforget.utils.instantiate import instantiate
 
 RECALL_KS = (1, 3, 5)
+
+
+def check_top_k(top_k: int, n_passages: int) -> None:
+    """ConfigError on ``retriever.top_k`` when it asks for more passages than the corpus holds.
+
+    Retrievers quietly return fewer hits then: the prompts would hold fewer passages than the run's
+    logged top_k says (and the oracle's gold passage would sit among fewer distractors).
+    """
+    if top_k > n_passages:
+        raise ConfigError("retriever.top_k", f"is {top_k}, but the corpus holds only {n_passages} passage(s)",
+                          f"set retriever.top_k <= {n_passages}, or use a larger corpus (dataset.corpus)")
 
 
 def build_retriever(cfg: DictConfig) -> Retriever:

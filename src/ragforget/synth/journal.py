@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ragforget.errors import DataError
 from ragforget.utils.hashing import stable_hash
+from ragforget.utils.io import cache_lock
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -73,6 +74,12 @@ def run_journaled(items: Sequence[Item], item_key: Callable[[Item], str], journa
     repeats what the interrupted run would have drawn. Only records missing from the journal are
     appended, so nothing is duplicated.
     """
+    with cache_lock(journal.path):  # one writer per journal: a parallel job waits, then finds it done
+        return _run(items, item_key, journal, work, batch_size, seed, desc)
+
+
+def _run(items: Sequence[Item], item_key: Callable[[Item], str], journal: Journal,
+         work: Callable[[Sequence[Item]], list[Record]], batch_size: int, seed: int, desc: str) -> list[Record]:
     done = journal.load()
     batches = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
     todo = [i for i, batch in enumerate(batches) if any(item_key(item) not in done for item in batch)]

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ragforget
 from ragforget.errors import DataError
 from ragforget.evaluation.generation import Generation, Sampling
 from ragforget.synth.committee import Member
@@ -32,8 +31,8 @@ from ragforget.synth.instructions import CleanedInstructions, clean_instructions
 from ragforget.synth.journal import Journal, run_journaled
 from ragforget.synth.judging import Candidate, Selection, parse_score, select_best
 from ragforget.synth.plots import score_histogram
-from ragforget.utils.hashing import stable_hash
-from ragforget.utils.io import atomic_path, write_json, write_jsonl
+from ragforget.utils.hashing import code_and_versions, stable_hash
+from ragforget.utils.io import atomic_path, cache_lock, write_json, write_jsonl
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -113,7 +112,8 @@ class Synthesizer:
     # --- keys ------------------------------------------------------------------------------------
 
     def instructions_key(self) -> str:
-        return stable_hash({"version": ragforget.__version__, "model": self.instruction_model.identity,
+        return stable_hash({**code_and_versions("ragforget.synth", "ragforget.evaluation.generation"),
+                            "model": self.instruction_model.identity,
                             "settings": dataclasses.asdict(self.instructions), "seed": self.seed})
 
     def responses_key(self, author: Member) -> str:
@@ -144,9 +144,14 @@ class Synthesizer:
     def build(self, cache_dir: Path) -> Path:
         """The dataset folder: reused when it exists, else synthesized (resuming any journals)."""
         folder = self.folder(cache_dir)
-        if (folder / GENERAL_FILE).exists():
-            log.info("self_synth: reusing %s", folder)
-            return folder
+        with cache_lock(folder):  # parallel jobs synthesize it once
+            if (folder / GENERAL_FILE).exists():
+                log.info("self_synth: reusing %s", folder)
+            else:
+                self._synthesize(cache_dir, folder)
+        return folder
+
+    def _synthesize(self, cache_dir: Path, folder: Path) -> None:
         seconds: dict[str, float] = {}
         start = time.perf_counter()
         cleaned = clean_instructions(self.sample_instructions(cache_dir))
@@ -180,7 +185,6 @@ class Synthesizer:
                                 [c.mean_score or 0.0 for c in selection.chosen], self.judge.threshold,
                                 tmp / "score_histogram.png")
         log.info("self_synth: %d rows -> %s", len(selection.chosen), folder)
-        return folder
 
     def sample_instructions(self, cache_dir: Path) -> list[dict[str, Any]]:
         """Pass 1: ``count`` pre-query samples from the instruction model, journaled."""

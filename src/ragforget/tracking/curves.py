@@ -16,12 +16,17 @@ class MlflowCurves(L.Callback):
         self.run = run
         self.every_n_steps = every_n_steps
         self.prefix = prefix
-        self._last_step = -1  # with gradient accumulation several batches share one step
+        self._last_step = -1  # the last step logged: with gradient accumulation several batches share one
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run resumed from a checkpoint replays the steps after it; those already logged stay as they are.
+        if trainer.is_global_zero:
+            self._last_step = self.run.last_step(f"{self.prefix}lr")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
-        if step == self._last_step or step % self.every_n_steps or not trainer.is_global_zero:
+        if step <= self._last_step or step % self.every_n_steps or not trainer.is_global_zero:
             return
         self._last_step = step
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(self.prefix)}

@@ -54,12 +54,15 @@ class TrackedRun:
         else:
             self.experiment_id = experiment.experiment_id
         self.run_id: str | None = None
+        self._logged: dict[str, float] = {}
 
     def start(self, run_name: str, tags: Mapping[str, str], run_id: str | None = None) -> str:
         """Start a new run, or reopen ``run_id`` (resume) and mark it running again."""
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
             self.run_id = run_id
+            # What the interrupted job logged: a resumed job repeats work, not history entries.
+            self._logged = dict(self.client.get_run(run_id).data.metrics)
             log.info("resuming MLflow run %s", run_id)
         else:
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
@@ -86,8 +89,16 @@ class TrackedRun:
         for key, value in tags.items():
             self.client.set_tag(self._id, key, str(value))
 
+    def last_step(self, key: str) -> int:
+        """The highest step at which ``key`` was logged in this run (-1 if never): where curves resume."""
+        return max((m.step for m in self.client.get_metric_history(self._id, key)), default=-1)
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Log finite numeric metrics (NaN/inf are skipped with a warning rather than failing the run)."""
+        """Log finite numeric metrics (NaN/inf are skipped with a warning rather than failing the run).
+
+        A step-0 value equal to the one logged last (by this job, or by the interrupted job a resumed run
+        continues) is not logged again, so the history of a resumed run equals an uninterrupted one's.
+        """
         from mlflow.entities import Metric
         import time
 
@@ -98,6 +109,10 @@ class TrackedRun:
             if not math.isfinite(value):
                 log.warning("metric %s is %s; not logged", key, value)
                 continue
+            if not step:
+                if self._logged.get(key) == value:
+                    continue
+                self._logged[key] = value
             batch.append(Metric(key, value, now, step or 0))
         for start in range(0, len(batch), 500):
             self.client.log_batch(self._id, metrics=batch[start:start + 500])

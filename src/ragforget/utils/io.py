@@ -1,17 +1,25 @@
-"""File helpers: jsonl that names the bad line, and atomic writes that never leave half a file."""
+"""File helpers: jsonl that names the bad line, atomic writes that never leave half a file, cache locks."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from ragforget.errors import DataError
+from ragforget.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def iter_jsonl(path: str | Path, required: Sequence[str] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -46,24 +54,100 @@ def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[dict[str,
     return [record for _, record in iter_jsonl(path, required)]
 
 
+# A temporary sibling of a path being written: ".<name>.<8 random chars>.tmp" (see _owned_temp_dir).
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds.
+    """Yield a temporary sibling path; move it onto ``path`` only if the block succeeds.
 
     Works for files and directories alike, so a crash never leaves a half-written artifact where
-    a later run would mistake it for a finished one.
+    a later run would mistake it for a finished one. A file replaces the old one atomically. A
+    directory is published once: if another job published ``path`` first (parallel jobs building
+    the same cache entry), that one wins and ours is discarded, because the other job or a reader
+    may be using it. While the block runs, this process holds a lock on the temporary folder, so
+    :func:`remove_stale_temps` can tell a killed writer's leftovers from a live writer's work.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp, owner = _owned_temp_dir(path)
     target = tmp / path.name
     try:
         yield target
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(target, path)
+        try:
+            os.replace(target, path)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not path.is_dir():
+                raise
+            log.info("%s was published by another job first; keeping that one", path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        os.close(owner)
+
+
+def _owned_temp_dir(path: Path) -> tuple[Path, int]:
+    """A fresh temporary folder beside ``path``, locked by this process (the lock dies with it).
+
+    The folder gets its ``.tmp`` name only once locked, so a sweeper never sees it unlocked.
+    """
+    fresh = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent))
+    owner = os.open(fresh, os.O_RDONLY)
+    fcntl.flock(owner, fcntl.LOCK_EX)
+    tmp = fresh.with_suffix(".tmp")
+    fresh.rename(tmp)
+    return tmp, owner
+
+
+def remove_stale_temps(root: str | Path) -> list[Path]:
+    """Delete the temporary folders under ``root`` whose writer is gone (killed mid-write).
+
+    A live writer holds a lock on its folder (:func:`atomic_path`); a killed one's lock went with
+    its process, so the folder can be locked here and is garbage. Returns what was removed.
+    """
+    removed: list[Path] = []
+    for folder, subfolders, _ in os.walk(root):
+        for name in [n for n in subfolders if TEMP_NAME.match(n)]:
+            subfolders.remove(name)  # never descend into a temporary folder
+            candidate = Path(folder) / name
+            try:
+                handle = os.open(candidate, os.O_RDONLY)
+            except OSError:  # its writer finished meanwhile
+                continue
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer
+            else:
+                shutil.rmtree(candidate, ignore_errors=True)
+                removed.append(candidate)
+            finally:
+                os.close(handle)
+    if removed:
+        log.info("removed %d temporary folder(s) left by killed processes under %s", len(removed), root)
+    return removed
+
+
+@contextlib.contextmanager
+def cache_lock(path: str | Path) -> Iterator[None]:
+    """Hold the lock of the cache entry ``path`` (any process, any job of a sweep) for the block.
+
+    Check for the entry and build it inside the block: the first job builds it, the others wait
+    and then find it built. The lock file (``.<name>.lock`` beside the entry) stays; it is empty.
+    Locks nest from an entry to what it is built from (a corpus, then its packages), never back.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path.parent / f".{path.name}.lock", is_singleton=True)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        log.info("waiting for another job that is building %s", path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:

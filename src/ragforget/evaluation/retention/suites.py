@@ -18,6 +18,7 @@ import torch
 from ragforget.errors import ConfigError
 from ragforget.evaluation.retention.runner import RetentionResult, json_safe, evaluate_retention
 from ragforget.evaluation.retention.suite import prepare_retention_suite
+from ragforget.utils.hashing import tree_fingerprint
 from ragforget.utils.io import write_json
 from ragforget.utils.logging import get_logger
 
@@ -74,6 +75,10 @@ class OfflineSuite:
         if self.tasks:
             self.task_dir = prepare_retention_suite(self.tasks, self.limit, self.seed, cache_dir, heldout_summaries)
 
+    def content_key(self) -> str | None:
+        """A hash of the prepared suite's files (items, prompts, task configs): part of cache keys."""
+        return tree_fingerprint(self.task_dir) if self.task_dir is not None else None
+
     def evaluate(self, model: Any, tokenizer: Any, out_dir: Path | None) -> RetentionResult:
         if self.task_dir is None:
             raise RuntimeError("OfflineSuite.prepare() must run before evaluate()")
@@ -102,6 +107,10 @@ class StandardSuite:
 
     def prepare(self, cache_dir: Path, heldout_summaries: Path | None) -> None:
         """Nothing to build: lm-eval fetches its datasets from the Hub when the tasks load."""
+
+    def content_key(self) -> str | None:
+        """The task YAMLs under ``include_path`` (lm-eval's own tasks are fixed by its version)."""
+        return tree_fingerprint(self.include_path) if self.include_path else None
 
     def evaluate(self, model: Any, tokenizer: Any, out_dir: Path | None) -> RetentionResult:
         from lm_eval.evaluator import evaluate
