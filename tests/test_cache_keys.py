@@ -62,7 +62,8 @@ def test_base_evaluation_misses_when_its_input_changes(change: str, tmp_path: Pa
 
 def test_base_evaluation_is_shared_across_training_settings(tmp_path: Path, reference: str) -> None:
     """Seeds, methods and LoRA settings change what is trained, not the starting model's numbers."""
-    cfg = compose_config(["seed=3", "method=selfaug", "model.lora.r=4", "train.lr=1e-4"])
+    cfg = compose_config(["seed=3", "method=selfaug", "model.lora.r=4", "train.lr=1e-4",
+                          "eval.during_training.every_n_steps=5", "eval.paired.resamples=500"])
     assert base_eval_key(cfg, _examples(), _assets(tmp_path)) == reference
 
 

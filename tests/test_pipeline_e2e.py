@@ -52,6 +52,12 @@ def test_train_checkpoint_evaluate_mlflow(tmp_path: Path, method: str) -> None:
                  "time/train_s", "time/eval_s", "base/odqa/acc"):
         assert name in metrics, name
     assert metrics["shift/kl"] > 0  # four steps at lr 1e-3 move the adapters
+    # Paired against the base model on the same items: the delta is the difference of the two scores.
+    for name in ("odqa/acc", "odqa/f1", "retention/wiki_ppl", "retention/macro_avg"):
+        delta = metrics[f"{name}/delta"]
+        assert delta == pytest.approx(metrics[name] - metrics[f"base/{name}"], abs=1e-9), name
+        assert metrics[f"{name}/delta_lo"] <= delta <= metrics[f"{name}/delta_hi"] and metrics[f"{name}/mde"] >= 0
+    assert (workdir / "eval" / "item_scores.json").exists()
 
     run = run_of(cfg, workdir)
     assert run.info.status == "FINISHED"
@@ -127,3 +133,33 @@ def test_other_retrievers_run_end_to_end(tmp_path: Path, retriever: str) -> None
     else:  # closed book: no passages, no recall
         assert not any(name.startswith("retrieval/") for name in metrics)
     assert run_of(cfg, tmp_path / "job").data.tags["retriever"] == retriever
+
+
+def test_forgetting_curves_start_at_the_base_model_and_leave_training_unchanged(tmp_path: Path) -> None:
+    """during/* at steps 0, 2 and 4; at step 0 (LoRA's B = 0) the model is its base: no shift, and the
+    held-out text scores what the base model scores on the same items. Training is bit-identical without them."""
+    from ragforget.assets.prepare import prepare_assets
+    from ragforget.evaluation.retention.runner import evaluate_retention
+    from ragforget.models.loading import load_model, load_tokenizer
+
+    cfg = tiny_config(tmp_path, "method=selfaug", "model.lora.dropout=0.1", "eval.during_training.every_n_steps=2",
+                      "eval.during_training.limit=3")
+    metrics = run_job(cfg, tmp_path / "with")
+    run = run_of(cfg, tmp_path / "with")
+    client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
+    curves = {key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+              for key in ("during/shift_kl", "during/wiki_ppl/bits_per_byte")}
+    assert all(sorted(points) == [0, 2, 4] for points in curves.values()), curves
+    assert curves["during/shift_kl"][0] == 0.0 and curves["during/shift_kl"][4] > 0
+    assets = prepare_assets(cfg)
+    base = evaluate_retention(load_model(assets.model_path), load_tokenizer(assets.model_path),
+                              assets.retention.task_dir, ["wiki_ppl"], limit=3, bootstrap_iters=0)
+    assert curves["during/wiki_ppl/bits_per_byte"][0] == pytest.approx(base.metrics["wiki_ppl/bits_per_byte"], rel=1e-6)
+    assert 0 < metrics["time/during_s"] < metrics["time/train_s"]
+
+    without = run_job(tiny_config(tmp_path, "method=selfaug", "model.lora.dropout=0.1",
+                                  "eval.during_training.every_n_steps=null", "logger.experiment_name=off"),
+                      tmp_path / "without")
+    assert "time/during_s" not in without
+    adapter = "checkpoint/adapter/adapter_model.safetensors"
+    assert (tmp_path / "with" / adapter).read_bytes() == (tmp_path / "without" / adapter).read_bytes()

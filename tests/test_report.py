@@ -11,7 +11,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from ragforget.errors import ConfigError
-from ragforget.report.aggregate import Cell, best_columns, pearson_r, summarize
+from ragforget.report.aggregate import Cell, best_columns, summarize
+from ragforget.report.plots import correlation_text
 from ragforget.report.spec import report_spec
 from ragforget.report.stage import run_report
 from ragforget.tracking.mlflow_run import TrackedRun
@@ -71,13 +72,19 @@ def report_cfg(tmp_path: Path, uri: str, spec: dict = SPEC):  # noqa: ANN201 - D
 
 
 def test_summary_statistics_by_hand() -> None:
-    assert summarize([0.1, 0.2, 0.3], 100) == pytest.approx(Cell(20.0, 10.0, 3))
+    # (10, 20, 30): sd 10, t(0.975, 2 df) = 4.302653 x 10 / sqrt(3) = 24.8414 either side of 20
+    cell = summarize([0.1, 0.2, 0.3], 100)
+    assert cell is not None and (cell.mean, cell.std, cell.n) == (pytest.approx(20.0), pytest.approx(10.0), 3)
+    assert (cell.lo, cell.hi) == (pytest.approx(-4.8414, abs=1e-4), pytest.approx(44.8414, abs=1e-4))
     assert summarize([0.4], 100) == Cell(40.0, None, 1)
     assert summarize([]) is None
     # x = .1 .. .5, y = .01 .02 .03 .05 .04: sxy = .009, sxx = .1, syy = .001 -> r = .009 / .01
-    assert pearson_r([0.1, 0.2, 0.3, 0.4, 0.5], [0.01, 0.02, 0.03, 0.05, 0.04]) == pytest.approx(0.9)
-    assert math.isnan(pearson_r([1.0, 2.0], [1.0, 2.0]))
-    assert math.isnan(pearson_r([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+    text, (r, lo, hi) = correlation_text([0.1, 0.2, 0.3, 0.4, 0.5], [0.01, 0.02, 0.03, 0.05, 0.04])
+    assert r == pytest.approx(0.9) and lo <= r <= hi and text.startswith("r = 0.90 [")
+    # too few runs, or (the r = -1.00 of a near-constant sample) too few distinct values: no r is shown
+    assert correlation_text([1.0, 2.0], [1.0, 2.0])[0].startswith("r not shown: 2 run(s)")
+    few_values = correlation_text([0.2189, 0.2189, 0.2189, 0.2190, 0.2190], [0.1, 0.2, 0.3, 0.4, 0.5])
+    assert few_values[0].startswith("r not shown: fewer than 3 distinct") and math.isnan(few_values[1][0])
 
 
 def test_best_column_respects_direction_ties_and_exclusions() -> None:
@@ -102,18 +109,20 @@ def test_report_from_a_synthetic_store(tmp_path: Path, toy_store: str) -> None:
         "shift_vs_forgetting.png", "table.csv", "table.md", "table.tex", "tradeoff.png"]
 
     md = (out / "table.md").read_text()
-    assert "| acc | 5.00 ± 0.00 | 20.00 ± 10.00 | **50.00 ± 14.14** | – |" in md
-    assert "| KL | – | **0.200 ± 0.100** | 0.450 ± 0.071 | – |" in md
+    # B's two seeds (40, 60): t(0.975, 1 df) = 12.7062 x 14.142 / sqrt(2) = 127.06 either side of 50
+    assert ("| acc | 5.00 ± 0.00 [5.00, 5.00] | 20.00 ± 10.00 [-4.84, 44.84] | **50.00 ± 14.14 [-77.06, 177.06]** | – |"
+            in md)
+    assert "| KL | – | **0.200 ± 0.100 [-0.048, 0.448]** | 0.450 ± 0.071 [-0.185, 1.085] | – |" in md
     assert "### Published, not regenerated: Paper et al., Table 9" in md and "| acc | 1.50 | 2.25 |" in md
     assert "MISSING B, seed 2: no FINISHED run with tags.method=b" in md
     assert "MISSING C, seed 1" in md and "MISSING C, seed 2" in md
     assert "FAILED C, seed 0" in md and "Invalid learning rate: -1.0" in md
-    assert "Pearson r = 0.900" in md
+    assert "r = 0.90 [" in md
     assert "trade-off plot (odqa/acc against retention/macro_avg): 2 column(s) with both metrics" in md
     assert "computed by 1 run(s), reused from the cache by 2 (saved 120 s" in md
 
     tex = (out / "table.tex").read_text()
-    assert r"\textbf{50.00 $\pm$ 14.14}" in tex and r"\begin{tabular}{lrrrr}" in tex
+    assert r"\textbf{50.00 $\pm$ 14.14 [-77.06, 177.06]}" in tex and r"\begin{tabular}{lrrrr}" in tex
     rows = list(csv.DictReader((out / "table.csv").open()))
     b_acc = next(r for r in rows if r["column"] == "B" and r["metric"] == "odqa/acc")
     assert float(b_acc["mean"]) == pytest.approx(50.0) and float(b_acc["std"]) == pytest.approx(200 ** 0.5)
@@ -158,3 +167,94 @@ def test_report_command_on_the_shipped_table1_config(tmp_path: Path) -> None:
     assert md.count("MISSING") == 3 * 8 - 2
     assert "### Published, not regenerated: Huang et al. 2025 (SelfAug), Table 1" in md
     assert "| IFEval | 71.90 | 45.10 | 48.80 | 58.04 | 54.71 | 63.77 | 62.11 |" in md
+
+
+def test_plots_keep_plain_ticks_and_wrap_long_titles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Metrics that differ in the sixth decimal (0.218900, 0.218901) must not turn into '1e-6+2.189e-1'."""
+    import matplotlib.pyplot as plt
+
+    from ragforget.report import plots
+
+    kept = []
+    monkeypatch.setattr(plt, "close", kept.append)  # keep the figure to look at it
+    _, fig, ax = plots.new_figure()
+    ax.plot([0.2189, 0.218901], [0.5, 0.500001])
+    plots.save_figure(plt, fig, ax, "a title long enough to be cut off at the figure's edge " * 3, tmp_path / "p.png")
+    fig.canvas.draw()
+    assert kept == [fig] and (tmp_path / "p.png").exists()
+    assert ax.xaxis.get_major_formatter().get_offset() == "" and ax.yaxis.get_major_formatter().get_offset() == ""
+    assert ax.get_title().count("\n") >= 1
+
+
+def test_override_items_split_between_overrides_only() -> None:
+    from ragforget.report.sweep import override_items
+
+    assert override_items("eval.retention.tasks=[a,b],method=sft,seed=1") == [
+        "eval.retention.tasks=[a,b]", "method=sft", "seed=1"]
+    assert override_items("(none)") == []
+
+
+@pytest.mark.slow
+def test_any_sweep_report_from_a_2x2_multirun(tmp_path: Path) -> None:
+    """--multirun method=sft,selfaug seed=0,1, then report=sweep with the id the sweep printed."""
+    from test_cli import TINY
+
+    sweep = run_cli("--multirun", "method=sft,selfaug", "seed=0,1", f"paths.output_dir={tmp_path}", *TINY,
+                    "eval.during_training.every_n_steps=1", "eval.during_training.limit=2")
+    printed = [line for line in (sweep.stdout + sweep.stderr).splitlines() if "report=sweep report.sweep_id=" in line]
+    assert printed, "the sweep did not print its report command"
+    sweep_id = printed[-1].split("report.sweep_id=")[1].split()[0]
+    run_cli("stage=report", "report=sweep", f"report.sweep_id={sweep_id}", "report.compare_to='method=sft'",
+            f"paths.output_dir={tmp_path}")
+    md = (tmp_path / "reports" / f"sweep-{sweep_id}" / "table.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| metric"))
+    assert "method=selfaug" in header and "method=sft" in header and "seed" not in header
+    assert "wiki_ppl" in md and "ODQA acc" in md
+    assert "4 run(s) used: method=selfaug 2, method=sft 2" in md
+    # selfaug against sft on the same seeds and items, from each run's eval/item_scores.json artifact
+    paired = md.split("### Paired differences from method=sft")[1].split("###")[0]
+    assert "| measure | method=selfaug |" in paired and "| odqa/acc | " in paired and "retention/macro_avg" in paired
+    # the forgetting curves of every run (steps 0, 1, 2), and the shift analysis over their 8 later points
+    folder = tmp_path / "reports" / f"sweep-{sweep_id}"
+    assert (folder / "curve_during_shift_kl.png").exists() and (folder / "shift_vs_forgetting_curves.png").exists()
+    assert "at every curve point: r = " in md or "at every curve point: r not shown" in md
+
+
+def test_paired_differences_between_columns_by_hand() -> None:
+    """Column A against reference R over seeds 0 and 1, paired by seed and question.
+
+    Seed 0: R answers (0, 0), A answers (1, 0): delta 0.5, resamples 0 / 0.5 / 1. Seed 1: both answer (1, 1):
+    delta 0. The mean delta is 0.25 and its resamples are 0, 0.25 or 0.5: the interval is [0, 0.5], which
+    does not exclude 0. On retention A gains 0.2 on every item of both tasks: +20.00 [+20.00, +20.00] *.
+    """
+    from ragforget.evaluation.statistics import ItemScores
+    from ragforget.report.compare import comparison_lines, paired_comparisons
+    from ragforget.report.query import RunRecord, Selection
+
+    def items(acc: list[float], retention: float) -> dict[str, ItemScores]:
+        return {"odqa/acc": ItemScores(("q1", "q2"), tuple(acc), (1.0, 1.0)),
+                **{f"retention/{task}": ItemScores(("i1", "i2"), (retention, retention + 0.1), (1.0, 1.0))
+                   for task in ("a", "b")}}
+
+    scores = {"r0": items([0, 0], 0.3), "a0": items([1, 0], 0.5), "r1": items([1, 1], 0.3), "a1": items([1, 1], 0.5)}
+    run = lambda run_id, seed: RunRecord(run_id, run_id, "FINISHED", 0, {"seed": seed}, {}, {})  # noqa: E731
+    selection = Selection(used={"R": [run("r0", "0"), run("r1", "1")], "A": [run("a0", "0"), run("a1", "1")]})
+    spec = report_spec({**SPEC, "columns": [{"label": "R"}, {"label": "A"}], "exclude_from_best": [], "compare_to": "R"})
+    (acc, retention) = paired_comparisons(spec, selection, scores.get, resamples=20000)
+    assert (acc.measure, acc.column, acc.reference, acc.seeds) == ("odqa/acc", "A", "R", 2)
+    assert acc.delta.delta == pytest.approx(0.25) and (acc.delta.lo, acc.delta.hi) == (0.0, 0.5)
+    assert retention.delta.delta == pytest.approx(0.2) and retention.delta.lo == pytest.approx(0.2)
+    lines = comparison_lines([acc, retention])
+    assert "| odqa/acc | +25.00 [+0.00, +50.00] |" in lines
+    assert "| retention/macro_avg | +20.00 [+20.00, +20.00] * |" in lines
+
+
+def test_shift_and_forgetting_pair_at_every_curve_step() -> None:
+    from ragforget.report.curves import shift_forgetting_points
+
+    run = {"during/shift_kl": {0: 0.0, 2: 0.1, 4: 0.3}, "during/wiki_ppl/bits_per_byte": {0: 1.0, 2: 1.25, 4: 1.5},
+           "during/hhh_alignment/gold_logprob": {0: -2.0, 2: -2.5, 4: -3.0}}
+    points = shift_forgetting_points({"A": [run]}, "during/shift_kl", "during/wiki_ppl/bits_per_byte")
+    assert points == {"A": [(0.1, 0.25, "A#0"), (0.3, 0.5, "A#0")]}  # bits per byte up = forgetting up
+    points = shift_forgetting_points({"A": [run]}, "during/shift_kl", "during/hhh_alignment/gold_logprob")
+    assert points == {"A": [(0.1, 0.5, "A#0"), (0.3, 1.0, "A#0")]}  # a log-probability down = forgetting up

@@ -26,7 +26,8 @@ from test_cli import ROOT, TINY, runs_in
 # 6 examples in batches of 2: 3 batches an epoch, so the step-2 and step-4 checkpoints fall mid-epoch.
 # LoRA dropout on: a resumed run must also draw the same dropout masks.
 RUN = [*TINY, "method=selfaug", "model.lora.dropout=0.1", "train.max_examples=6", "trainer.max_steps=6",
-       "train.checkpoint_every_n_steps=2", "logger.log_every_n_steps=1"]
+       "train.checkpoint_every_n_steps=2", "logger.log_every_n_steps=1", "eval.during_training.every_n_steps=2",
+       "eval.during_training.limit=2"]
 
 
 def test_sampler_resumes_mid_epoch_with_the_same_order() -> None:

@@ -89,6 +89,10 @@ def test_evaluate_retention_on_tiny_model(suite: Path, tiny_model_path: str, tmp
     assert all(math.isfinite(v) for v in result.metrics.values())
     assert set(result.primary) == set(TASK_NAMES) == set(result.chance)
     assert 0.0 < result.primary["wiki_ppl"] <= 1.0
+    # Item by item, every task's parts add up to its primary score (what paired deltas resample).
+    assert set(result.items) == set(TASK_NAMES)
+    for task, scores in result.items.items():
+        assert len(scores.ids) == 2 and scores.score() == pytest.approx(result.primary[task], rel=1e-9), task
     # "auto": generation tasks (and gsm8k's gold-answer companion) under the chat template.
     chat = {t for t, on in result.raw["chat_template"].items() if on}
     assert chat == {"ifeval_like", "gsm8k", "gsm8k__gold_nll"}

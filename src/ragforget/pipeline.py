@@ -19,7 +19,9 @@ from ragforget.assets.prepare import PreparedAssets, prepare_assets
 from ragforget.data.rag_examples import RagExample, as_training_example, build_examples
 from ragforget.data.records import corpus_fingerprint, load_corpus, load_qa, seeded_subset
 from ragforget.errors import ConfigError
-from ragforget.evaluation.evaluate import evaluate_model, shift_metric, with_deltas
+from ragforget.evaluation.during_training import ForgettingCurves
+from ragforget.evaluation.evaluate import evaluate_model, paired_deltas, shift_metric, with_deltas
+from ragforget.evaluation.statistics import ItemScores, read_item_scores
 from ragforget.methods.base import Method, MethodContext, PosthocTransform
 from ragforget.models.loading import has_adapters, load_model, load_tokenizer, starting_model_key
 from ragforget.retrieval.base import RetrieverContext
@@ -66,16 +68,23 @@ def start_tracking(cfg: DictConfig, workdir: Path, run_name: str | None = None,
     return run
 
 
+# Eval settings that never change the base model's numbers: the paired deltas are computed after the
+# base evaluation, the forgetting curves during training.
+BASE_EVAL_INDEPENDENT = ("paired", "during_training")
+
+
 def base_eval_key(cfg: DictConfig, examples: Sequence[RagExample], assets: PreparedAssets) -> str:
     """What the starting model's metrics depend on: its weights, every prompt (question and passage
     text) and gold answer, the retention suite's content, the eval settings, our evaluation code and
     the library versions."""
+    eval_settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    assert isinstance(eval_settings, dict)
     return stable_hash({
         **code_and_versions("ragforget.evaluation", "ragforget.models", "ragforget.data",
                             libraries=(*MODEL_LIBRARIES, "lm_eval")),
         "model": starting_model_key(cfg.model),
         "weights": stat_fingerprint(assets.model_path),
-        "eval": OmegaConf.to_container(cfg.eval, resolve=True),
+        "eval": {key: value for key, value in eval_settings.items() if key not in BASE_EVAL_INDEPENDENT},
         "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
         "questions": [(ex.id, ex.messages, ex.golden_answers, ex.doc_ids) for ex in examples],
         "retention": assets.retention.content_key(),
@@ -92,6 +101,7 @@ class Job:
         self.assets: PreparedAssets | None = None
         self.retrieved: dict[str, dict[str, list[str]]] = {}
         self.base_eval_dir: Path | None = None
+        self.base_items: dict[str, ItemScores] = {}
         self.base_eval_cost: dict[str, float] = {}
 
     def examples(self, split: str, records: list[dict[str, Any]], tokenizer: Any) -> list[RagExample]:
@@ -174,6 +184,7 @@ class Job:
                 seconds = self.evaluate_base(examples, folder)
         # A sweep's report sums time/base_eval_s over the runs that reused it: the time the cache saved.
         self.base_eval_cost = {"base_eval/reused": float(reused), "time/base_eval_s": seconds}
+        self.base_items = read_item_scores(folder)  # what a tuned model's paired deltas compare against
         return dict(read_json(folder / "metrics.json"))
 
     def evaluate_base(self, examples: list[RagExample], folder: Path) -> float:
@@ -185,7 +196,7 @@ class Job:
         model = load_model(assets.model_path, cfg.model.dtype, self.device)
         tokenizer = load_tokenizer(assets.model_path)
         with atomic_path(folder) as tmp:
-            metrics = evaluate_model(model, tokenizer, cfg, examples, assets, out_dir=tmp)
+            metrics, _ = evaluate_model(model, tokenizer, cfg, examples, assets, out_dir=tmp)
             seconds = time.perf_counter() - start
             write_json(tmp / "timing.json", {"seconds": seconds})
             write_json(tmp / "metrics.json", metrics)
@@ -241,10 +252,24 @@ class Job:
         model = build_trainable_model(cfg, assets.model_path).to(self.device)  # one-off setup (EWC's Fisher) too
         method.setup(model, context)
         timings["time/method_setup_s"] = time.perf_counter() - start
+        curves = self.forgetting_curves(tokenizer, tracked)
         start = time.perf_counter()
-        trained = fit(cfg, model, tokenizer, method, examples, self.workdir, tracked)
+        trained = fit(cfg, model, tokenizer, method, examples, self.workdir, tracked, [curves] if curves else [])
         timings["time/train_s"] = time.perf_counter() - start
+        if curves is not None:  # part of train_s: what watching forgetting cost
+            timings["time/during_s"] = curves.seconds
         return trained, {**timings, **context.metrics}
+
+    def forgetting_curves(self, tokenizer: Any, tracked: TrackedRun | None) -> ForgettingCurves | None:
+        """The callback that logs during/* while training (eval.during_training), or None when off."""
+        during, assets = self.cfg.eval.during_training, self.assets
+        if tracked is None or not during.every_n_steps or assets is None:
+            return None
+        shift = self.cfg.eval.shift
+        return ForgettingCurves(tracked, tokenizer, int(during.every_n_steps),
+                                assets.shift_prompts[:int(during.shift_texts)],
+                                getattr(assets.retention, "task_dir", None), list(self.cfg.eval.retention.tasks),
+                                int(during.limit), int(shift.max_tokens), int(shift.batch_size))
 
     def synthesize(self, method: Method, tokenizer: Any, tracked: TrackedRun) -> dict[str, float]:
         """Stage ``synthesize``: only the method's one-off data work (self_synth's set), no training."""
@@ -267,10 +292,12 @@ class Job:
             tracked.log_artifact(path, name)
 
     def evaluate(self, model: Any, tokenizer: Any, examples: list[RagExample], out_dir: Path) -> dict[str, float]:
-        """Stage 4: ODQA, retention and distribution shift of a trained model."""
+        """Stage 4: ODQA, retention and distribution shift of a trained model, and its paired change
+        against the base model (``base_metrics`` ran first) on each measure."""
         cfg, assets = self.cfg, self.assets
         assert assets is not None
-        metrics = evaluate_model(model, tokenizer, cfg, examples, assets, out_dir=out_dir)
+        metrics, items = evaluate_model(model, tokenizer, cfg, examples, assets, out_dir=out_dir)
+        metrics.update(paired_deltas(self.base_items, items, list(cfg.eval.retention.tasks), **cfg.eval.paired))
         base_model = None if has_adapters(model) else load_model(assets.model_path, cfg.model.dtype, self.device)
         metrics.update(shift_metric(model, tokenizer, cfg, assets, base_model=base_model))
         return metrics

@@ -141,6 +141,13 @@ SETTINGS: dict[str, Number] = {
     "eval.odqa.seed": SEED,
     "eval.odqa.batch_size": POSITIVE_INT,
     "eval.odqa.max_new_tokens": POSITIVE_INT,
+    "eval.paired.resamples": Number(low=100, integer=True, hint="bootstrap resamples; 2000 keeps the interval's "
+                                    "ends stable to about 0.1 point"),
+    "eval.paired.seed": SEED,
+    "eval.paired.level": Number(low=0, high=1, low_open=True, high_open=True, hint="e.g. 0.95"),
+    "eval.during_training.every_n_steps": replace(OPTIONAL_POSITIVE_INT, hint="null: no forgetting curves"),
+    "eval.during_training.limit": POSITIVE_INT,
+    "eval.during_training.shift_texts": POSITIVE_INT,
     "eval.shift.num_texts": POSITIVE_INT,
     "eval.shift.seed": SEED,
     "eval.shift.max_tokens": POSITIVE_INT,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +17,18 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ragforget.assets.prepare import PreparedAssets
 from ragforget.data.rag_examples import RagExample
+from ragforget.evaluation.metrics import METRICS as ODQA_METRICS
 from ragforget.evaluation.odqa import evaluate_odqa
+from ragforget.evaluation.retention.runner import RetentionResult
 from ragforget.evaluation.shift import distribution_shift
+from ragforget.evaluation.statistics import ItemScores, paired_bootstrap, paired_macro_bootstrap, write_item_scores
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
 
 
-def retention_metrics(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, assets: PreparedAssets,
-                      out_dir: Path | None) -> dict[str, float]:
-    """Run the retention suite and name its numbers retention/<task>[/<measure>]."""
-    result = assets.retention.evaluate(model, tokenizer, out_dir)
+def retention_metrics(result: RetentionResult) -> dict[str, float]:
+    """The retention suite's numbers named retention/<task>[/<measure>]."""
     metrics = {f"retention/{name}": value for name, value in result.metrics.items()}
     metrics.update({f"retention/{task}": score for task, score in result.primary.items()})
     metrics.update({f"retention/{task}/chance": level for task, level in result.chance.items()})
@@ -37,20 +38,40 @@ def retention_metrics(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 
 
 def evaluate_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: DictConfig,
-                   examples: Sequence[RagExample], assets: PreparedAssets, out_dir: Path | None
-                   ) -> dict[str, float]:
-    """ODQA and retention metrics of one model (the base or a fine-tuned one)."""
+                   examples: Sequence[RagExample], assets: PreparedAssets, out_dir: Path
+                   ) -> tuple[dict[str, float], dict[str, ItemScores]]:
+    """ODQA and retention metrics of one model (the base or a fine-tuned one), and its scores item by item
+    (``odqa/<measure>``, ``retention/<task>``; also written to ``out_dir``: :func:`write_item_scores`)."""
     start = time.perf_counter()
     ecfg = cfg.eval
-    odqa = evaluate_odqa(model, tokenizer, examples, cfg.model.chat_template, ecfg.odqa.batch_size,
-                         ecfg.odqa.max_new_tokens,
-                         predictions_path=out_dir / "predictions.jsonl" if out_dir else None)
-    metrics: dict[str, float] = {f"odqa/{name}": value for name, value in odqa.items()}
-    log.info("ODQA on %d questions: %s", len(examples), {k: round(v, 4) for k, v in odqa.items()})
+    rows = evaluate_odqa(model, tokenizer, examples, cfg.model.chat_template, ecfg.odqa.batch_size,
+                         ecfg.odqa.max_new_tokens, predictions_path=out_dir / "predictions.jsonl")
+    items = {f"odqa/{name}": ItemScores(tuple(row["id"] for row in rows), tuple(float(row[name]) for row in rows),
+                                        (1.0,) * len(rows)) for name in ODQA_METRICS}
+    metrics: dict[str, float] = {name: scores.score() for name, scores in items.items()}
+    log.info("ODQA on %d questions: %s", len(examples), {k: round(v, 4) for k, v in metrics.items()})
     if ecfg.retention.tasks:
-        metrics.update(retention_metrics(model, tokenizer, assets, out_dir))
+        result = assets.retention.evaluate(model, tokenizer, out_dir)
+        metrics.update(retention_metrics(result))
+        items.update({f"retention/{task}": scores for task, scores in result.items.items()})
     metrics["time/eval_s"] = time.perf_counter() - start
-    return metrics
+    write_item_scores(out_dir, items)
+    return metrics, items
+
+
+def paired_deltas(base: Mapping[str, ItemScores], tuned: Mapping[str, ItemScores], retention_tasks: Sequence[str],
+                  resamples: int, seed: int, level: float) -> dict[str, float]:
+    """``<measure>/delta``, ``/delta_lo``, ``/delta_hi`` (the ``level`` paired bootstrap interval) and
+    ``/mde`` (the change detectable with 80% power) of every measure both models have item by item, and of
+    ``retention/macro_avg`` when every task has them."""
+    deltas = {name: paired_bootstrap(base[name], tuned[name], resamples, seed, level)
+              for name in sorted(base.keys() & tuned.keys())}
+    tasks = [f"retention/{task}" for task in retention_tasks]
+    if tasks and all(task in deltas for task in tasks):
+        deltas["retention/macro_avg"] = paired_macro_bootstrap({t: base[t] for t in tasks}, {t: tuned[t] for t in tasks},
+                                                               resamples, seed, level)
+    return {f"{name}/{part}": value for name, d in deltas.items()
+            for part, value in (("delta", d.delta), ("delta_lo", d.lo), ("delta_hi", d.hi), ("mde", d.mde))}
 
 
 def shift_metric(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: DictConfig,

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ragforget.data.rag_examples import RagExample, encode_for_generation
 from ragforget.evaluation.generation import greedy_generate
-from ragforget.evaluation.metrics import METRICS, score_prediction
+from ragforget.evaluation.metrics import score_prediction
 from ragforget.utils.io import write_jsonl
 
 
 def evaluate_odqa(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[RagExample],
                   chat_template: bool, batch_size: int, max_new_tokens: int,
-                  predictions_path: Path | None = None) -> dict[str, float]:
-    """Mean EM/F1/acc over ``examples``; per-question predictions go to ``predictions_path``."""
+                  predictions_path: Path | None = None) -> list[dict[str, Any]]:
+    """Per question: its prediction and EM/F1/acc (also written to ``predictions_path``), in ``examples`` order."""
     prompts = [encode_for_generation(ex, tokenizer, chat_template) for ex in examples]
     predictions = greedy_generate(model, tokenizer, prompts, batch_size, max_new_tokens, desc="odqa")
     rows = []
@@ -26,5 +27,4 @@ def evaluate_odqa(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ex
                      "doc_ids": example.doc_ids, **scores})
     if predictions_path is not None:
         write_jsonl(predictions_path, rows)
-    n = max(len(rows), 1)
-    return {name: sum(row[name] for row in rows) / n for name in METRICS}
+    return rows

@@ -6,26 +6,32 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ragforget.evaluation.statistics import t_interval
 from ragforget.report.query import RunRecord, Selection, metric_values
 from ragforget.report.spec import ReportSpec, Row
 
 
 @dataclass(frozen=True)
 class Cell:
-    """A metric over seeds, already scaled; ``std`` is the sample std (ddof=1), None for one seed."""
+    """A metric over seeds, already scaled; ``std`` is the sample std (ddof=1) and (lo, hi) the 95%
+    Student-t interval of the mean, None for one seed."""
 
     mean: float
     std: float | None
     n: int
+    lo: float | None = None
+    hi: float | None = None
 
 
 def summarize(values: Sequence[float], scale: float = 1.0) -> Cell | None:
     if not values:
         return None
     scaled = [v * scale for v in values]
-    mean = sum(scaled) / len(scaled)
-    std = math.sqrt(sum((v - mean) ** 2 for v in scaled) / (len(scaled) - 1)) if len(scaled) > 1 else None
-    return Cell(mean, std, len(scaled))
+    mean, lo, hi = t_interval(scaled)
+    if len(scaled) == 1:
+        return Cell(mean, None, 1)
+    std = math.sqrt(sum((v - mean) ** 2 for v in scaled) / (len(scaled) - 1))
+    return Cell(mean, std, len(scaled), lo, hi)
 
 
 Table = dict[str, dict[str, Cell | None]]   # row label -> column label -> cell
@@ -56,26 +62,17 @@ def best_columns(spec: ReportSpec, table: Table) -> dict[str, set[str]]:
     return best
 
 
-def pearson_r(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Pearson correlation; NaN with fewer than 3 points or no variance (nothing to correlate)."""
-    n = len(xs)
-    if n < 3 or n != len(ys):
-        return math.nan
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
-
-
 def paired_points(runs: Sequence[RunRecord], x: str, y: str) -> list[tuple[float, float, RunRecord]]:
     """(x, y) of every run that has both metrics."""
     return [(r.metrics[x], r.metrics[y], r) for r in runs if x in r.metrics and y in r.metrics]
 
 
 def format_cell(cell: Cell | None, row: Row) -> str:
-    """'12.34 ± 0.56' (mean only for one seed; '–' when no run has the metric)."""
+    """'12.34 ± 0.56 [11.1, 13.6]': mean ± std over seeds [95% t interval] (the value alone for one seed;
+    '–' when no run has the metric)."""
     if cell is None:
         return "–"
     text = f"{cell.mean:.{row.decimals}f}"
-    return text if cell.std is None else f"{text} ± {cell.std:.{row.decimals}f}"
+    if cell.std is None:
+        return text
+    return f"{text} ± {cell.std:.{row.decimals}f} [{cell.lo:.{row.decimals}f}, {cell.hi:.{row.decimals}f}]"

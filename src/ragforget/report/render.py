@@ -29,16 +29,19 @@ def published_body(published: PublishedTable) -> list[list[str]]:
     return [[label] + [f"{v:.2f}" for v in values] for label, values in published.rows.items()]
 
 
-def markdown(spec: ReportSpec, table: Table, best: dict[str, set[str]], notes: Sequence[str]) -> str:
+def markdown(spec: ReportSpec, table: Table, best: dict[str, set[str]], notes: Sequence[str],
+             comparisons: Sequence[str] = ()) -> str:
     labels = [c.label for c in spec.columns]
     excluded = f" ({', '.join(spec.exclude_from_best)} excluded)" if spec.exclude_from_best else ""
     lines = [f"## {spec.title}", "",
-             f"Regenerated from MLflow experiment `{spec.experiment}`: mean ± std over seeds "
-             f"{', '.join(spec.seeds)} (sample std; a lone seed shows its value). Best per row in bold{excluded}.",
+             f"Regenerated from MLflow experiment `{spec.experiment}`: mean ± std [95% t interval of the mean] "
+             f"over seeds {', '.join(spec.seeds)} (a lone seed shows its value). Best mean per row in bold{excluded}.",
              "", *markdown_table(["metric", *labels], regenerated_body(spec, table, best, "**{}**"))]
     if spec.published is not None:
         lines += ["", f"### Published, not regenerated: {spec.published.source}", "",
                   *markdown_table(["metric", *spec.published.columns], published_body(spec.published))]
+    if comparisons:
+        lines += ["", *comparisons]
     lines += ["", "### Notes", "", *[f"- {note}" for note in notes]]
     return "\n".join(lines) + "\n"
 
@@ -72,11 +75,12 @@ def csv_text(spec: ReportSpec, table: Table) -> str:
     """Long format, one line per (metric, column): unrounded, for plotting elsewhere."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["metric", "row", "column", "mean", "std", "n"])
+    writer.writerow(["metric", "row", "column", "mean", "std", "lo", "hi", "n"])
     for row in spec.rows:
         for column in spec.columns:
             cell = table[row.label][column.label]
-            std = "" if cell is None or cell.std is None or math.isnan(cell.std) else cell.std
-            writer.writerow([row.metric, row.label, column.label, "" if cell is None else cell.mean, std,
+            spread = ["" if cell is None or value is None or math.isnan(value) else value
+                      for value in ((cell.std, cell.lo, cell.hi) if cell else (None,) * 3)]
+            writer.writerow([row.metric, row.label, column.label, "" if cell is None else cell.mean, *spread,
                              0 if cell is None else cell.n])
     return out.getvalue()

@@ -66,6 +66,12 @@ class ReportSpec:
     tradeoff: tuple[str, str] = ("retention/macro_avg", "odqa/acc")  # (x, y) of the trade-off plot
     shift: tuple[str, str] = ("shift/kl", "retention/delta_macro_avg")  # (distribution shift, retention change)
     published: PublishedTable | None = None
+    # Forgetting curves (during/* step metrics): each drawn per column, and (shift, forgetting measure)
+    # paired at every step of every run for the shift-vs-forgetting analysis.
+    curves: tuple[str, ...] = ("during/shift_kl", "during/wiki_ppl/bits_per_byte", "during/hhh_alignment/gold_logprob")
+    shift_curves: tuple[str, str] = ("during/shift_kl", "during/wiki_ppl/bits_per_byte")
+    compare_to: str | None = None        # a column label: every other column's paired difference from it
+    compare: tuple[str, ...] = ("odqa/acc", "retention/macro_avg")   # the measures compared
 
 
 def _strings(mapping: Mapping[str, Any] | None) -> dict[str, str]:
@@ -106,6 +112,9 @@ def report_spec(raw: Mapping[str, Any]) -> ReportSpec:
     unknown = [label for label in raw.get("exclude_from_best") or [] if label not in labels]
     if unknown:
         raise ConfigError("report.exclude_from_best", f"{unknown} are not column labels", f"choose among {labels}")
+    compare_to = raw.get("compare_to")
+    if compare_to is not None and str(compare_to) not in labels:
+        raise ConfigError("report.compare_to", f"'{compare_to}' is not a column label", f"choose among {labels}")
     plots = raw.get("plots") or {}
     return ReportSpec(
         name=str(raw["name"]), title=str(raw.get("title", raw["name"])), experiment=str(raw["experiment"]),
@@ -114,4 +123,7 @@ def report_spec(raw: Mapping[str, Any]) -> ReportSpec:
         exclude_from_best=[str(x) for x in raw.get("exclude_from_best") or []],
         tradeoff=tuple(plots.get("tradeoff", ReportSpec.tradeoff)),  # type: ignore[arg-type]
         shift=tuple(plots.get("shift", ReportSpec.shift)),  # type: ignore[arg-type]
-        published=published)
+        curves=tuple(plots.get("curves", ReportSpec.curves)),
+        shift_curves=tuple(plots.get("shift_curves", ReportSpec.shift_curves)),  # type: ignore[arg-type]
+        published=published, compare_to=None if compare_to is None else str(compare_to),
+        compare=tuple(str(m) for m in raw.get("compare") or ReportSpec.compare))

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +13,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from ragforget.errors import ConfigError
 from ragforget.report.aggregate import aggregate, best_columns
-from ragforget.report.plots import shift_plot, tradeoff_plot
+from ragforget.report.compare import ItemLoader, comparison_lines, mlflow_item_scores, paired_comparisons
+from ragforget.report.curves import (HistoryLoader, column_curves, curve_plot, mlflow_histories, shift_forgetting_plot,
+                                     shift_forgetting_points)
+from ragforget.report.plots import models_of, shift_plot, tradeoff_plot
 from ragforget.report.query import Selection, fetch_runs, select_runs
 from ragforget.report.render import csv_text, latex, markdown
+from ragforget.report.sweep import sweep_report
 from ragforget.report.spec import ReportSpec, report_spec
 from ragforget.tracking.mlflow_run import TrackedRun
 from ragforget.utils.logging import get_logger
@@ -28,7 +31,9 @@ log = get_logger(__name__)
 class Report:
     spec: ReportSpec
     selection: Selection
-    pearson_r: float
+    pearson_r: float   # NaN where too few runs or too little spread to mean something
+    pearson_lo: float
+    pearson_hi: float
     base_eval_saved_s: float
     out_dir: Path
 
@@ -53,30 +58,51 @@ def gap_notes(spec: ReportSpec, selection: Selection) -> list[str]:
     return notes
 
 
-def write_report(spec: ReportSpec, selection: Selection, out_dir: Path) -> Report:
-    """All files into a fresh folder that replaces ``out_dir`` only once complete (never half-written)."""
+def curve_files(spec: ReportSpec, selection: Selection, histories: HistoryLoader, folder: Path) -> list[str]:
+    """The forgetting-curve plots (those some run logged) and the every-point shift analysis; their notes."""
+    curves = column_curves(selection, histories, sorted({*spec.curves, *spec.shift_curves}))
+    drawn = [key for key in spec.curves
+             if curve_plot(spec, curves, key, folder / f"curve_{key.replace('/', '_')}.png")]
+    if not drawn:
+        return ["forgetting curves: no run logged during/* (eval.during_training.every_n_steps)"]
+    points = shift_forgetting_points(curves, *spec.shift_curves)
+    text = shift_forgetting_plot(spec, points, *spec.shift_curves, folder / "shift_vs_forgetting_curves.png")
+    return [f"forgetting curves drawn: {', '.join(drawn)}",
+            f"forgetting ({spec.shift_curves[1]} since step 0) vs {spec.shift_curves[0]} at every curve point: {text}"]
+
+
+def write_report(spec: ReportSpec, selection: Selection, out_dir: Path, items: ItemLoader | None = None,
+                 histories: HistoryLoader | None = None) -> Report:
+    """All files into a fresh folder that replaces ``out_dir`` only once complete (never half-written).
+
+    ``items`` reads a run's scores item by item, for the paired differences from ``spec.compare_to``;
+    ``histories`` a run's step metrics, for the forgetting curves.
+    """
     table = aggregate(spec, selection)
+    comparisons = paired_comparisons(spec, selection, items) if items is not None else []
     best = best_columns(spec, table)
     staging = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    r = shift_plot(spec, selection, staging / "shift_vs_forgetting.png")
+    correlation_note, (r, r_lo, r_hi) = shift_plot(spec, selection, staging / "shift_vs_forgetting.png")
     points = tradeoff_plot(spec, selection, staging / "tradeoff.png")
     base_note, saved = base_eval_note(selection)
     per_column = ", ".join(f"{label} {len(runs)}" for label, runs in selection.used.items())
-    notes = [f"{selection.runs_used} run(s) used: {per_column}",
+    notes = [f"{selection.runs_used} run(s) used: {per_column}; model(s): {models_of(selection)}",
              *gap_notes(spec, selection),
-             f"forgetting vs distribution shift ({spec.shift[0]} against -{spec.shift[1]}): Pearson r = "
-             + ("n/a (fewer than 3 runs)" if math.isnan(r) else f"{r:.3f}"),
+             f"forgetting vs distribution shift ({spec.shift[0]} against -{spec.shift[1]}): {correlation_note}",
              f"trade-off plot ({spec.tradeoff[1]} against {spec.tradeoff[0]}): {points} column(s) with both metrics",
              base_note]
-    (staging / "table.md").write_text(markdown(spec, table, best, notes), encoding="utf-8")
+    if histories is not None:
+        notes += curve_files(spec, selection, histories, staging)
+    (staging / "table.md").write_text(markdown(spec, table, best, notes, comparison_lines(comparisons)),
+                                      encoding="utf-8")
     (staging / "table.tex").write_text(latex(spec, table, best), encoding="utf-8")
     (staging / "table.csv").write_text(csv_text(spec, table), encoding="utf-8")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
-    return Report(spec, selection, r, saved, out_dir)
+    return Report(spec, selection, r, r_lo, r_hi, saved, out_dir)
 
 
 def log_report(report: Report, cfg: DictConfig) -> str:
@@ -88,7 +114,8 @@ def log_report(report: Report, cfg: DictConfig) -> str:
     tracked.log_metrics({
         "report/runs_used": selection.runs_used,
         "report/runs_missing": len(selection.missing), "report/runs_failed": len(selection.failed),
-        "report/pearson_r": report.pearson_r, "report/base_eval_saved_s": report.base_eval_saved_s})
+        "report/pearson_r": report.pearson_r, "report/pearson_r_lo": report.pearson_lo,
+        "report/pearson_r_hi": report.pearson_hi, "report/base_eval_saved_s": report.base_eval_saved_s})
     tracked.log_artifact(report.out_dir, "report")
     tracked.finish("FINISHED")
     return run_id
@@ -100,10 +127,15 @@ def run_report(cfg: DictConfig) -> Report:
                           "add report=<name>, e.g. report=selfaug_table1 (see conf/report/)")
     raw = OmegaConf.to_container(cfg.report, resolve=True)
     assert isinstance(raw, dict)
-    spec = report_spec(raw)
-    runs = fetch_runs(cfg.logger.tracking_uri, spec.experiment, {"stage": "all", **spec.filter_tags})
+    if raw.get("columns") == "auto":  # report=sweep: columns, seeds and rows come from the runs
+        filters = {"stage": "all", **({"sweep_id": str(raw["sweep_id"])} if raw.get("sweep_id") else {})}
+        spec, runs = sweep_report(raw, fetch_runs(cfg.logger.tracking_uri, str(raw["experiment"]), filters))
+    else:
+        spec = report_spec(raw)
+        runs = fetch_runs(cfg.logger.tracking_uri, spec.experiment, {"stage": "all", **spec.filter_tags})
     selection = select_runs(spec, runs)
-    report = write_report(spec, selection, Path(cfg.paths.output_dir).resolve() / "reports" / spec.name)
+    report = write_report(spec, selection, Path(cfg.paths.output_dir).resolve() / "reports" / spec.name,
+                          mlflow_item_scores(cfg.logger.tracking_uri), mlflow_histories(cfg.logger.tracking_uri))
     run_id = log_report(report, cfg)
     log.info("report %s: %s (MLflow run %s)\n%s", spec.name, report.out_dir, run_id,
              (report.out_dir / "table.md").read_text(encoding="utf-8"))

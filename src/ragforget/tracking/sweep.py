@@ -26,14 +26,18 @@ def in_sweep(hydra_cfg: Any) -> bool:
     return bool(hydra_cfg.mode == RunMode.MULTIRUN)
 
 
+def sweep_id(sweep_dir: str | Path) -> str:
+    """The sweep folder is unique per sweep (a timestamp by default); its hash is a short, filterable id."""
+    return stable_hash(str(Path(sweep_dir).resolve()))[:12]
+
+
 def sweep_tags(hydra_cfg: Any) -> dict[str, str]:
     """Tags for a job of a multirun (empty for a single run). ``hydra_cfg`` is ``HydraConfig.get()``."""
     if not in_sweep(hydra_cfg):
         return {}
     sweep_dir = str(Path(hydra_cfg.sweep.dir).resolve())
     return {
-        # The sweep folder is unique per sweep (a timestamp by default); its hash is a short, filterable id.
-        "sweep_id": stable_hash(sweep_dir)[:12],
+        "sweep_id": sweep_id(sweep_dir),
         "sweep_dir": sweep_dir,
         "sweep_job": str(hydra_cfg.job.num),
         "sweep_overrides": hydra_cfg.job.override_dirname or "(none)",

@@ -88,8 +88,11 @@ class WholeWeights(L.Callback):
 
 
 def fit(cfg: DictConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, method: Method,
-        examples: Sequence[TrainingExample], workdir: Path, run: TrackedRun | None) -> PreTrainedModel:
-    """Train ``model`` in place with the method's loss terms and optimizer; returns it."""
+        examples: Sequence[TrainingExample], workdir: Path, run: TrackedRun | None,
+        callbacks: Sequence[L.Callback] = ()) -> PreTrainedModel:
+    """Train ``model`` in place with the method's loss terms and optimizer; returns it.
+
+    ``callbacks`` join the loop's own (checkpoints, curves), e.g. the forgetting curves."""
     encoded = [encode_for_training(ex, tokenizer, cfg.model.chat_template) for ex in examples]
     datamodule = RagDataModule(encoded, cfg.train.batch_size, tokenizer.pad_token_id,
                                cfg.train.max_length, seed=cfg.seed)
@@ -97,7 +100,8 @@ def fit(cfg: DictConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
                           warmup_ratio=cfg.train.warmup_ratio, loss_chunk_rows=cfg.train.loss_chunk_rows)
     checkpoints = workdir / "lightning"
     whole = WholeWeights()
-    callbacks: list[L.Callback] = [
+    callbacks = [
+        *callbacks,
         whole,
         ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0,
                         every_n_train_steps=cfg.train.checkpoint_every_n_steps),

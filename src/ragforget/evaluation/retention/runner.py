@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ragforget.evaluation.retention.suite import COMPANION_SUFFIX, TASKS, load_manifest, validate_tasks
+from ragforget.evaluation.statistics import ItemScores
 from ragforget.utils.io import write_json, write_jsonl
 from ragforget.utils.logging import get_logger
 
@@ -25,12 +26,32 @@ log = get_logger(__name__)
 
 @dataclass
 class RetentionResult:
-    """Flat metrics ("task/metric"), one primary score per task (higher = better), chance levels, raw."""
+    """Flat metrics ("task/metric"), one primary score per task (higher = better), chance levels, raw,
+    and each task's primary score item by item (for paired comparisons with another model)."""
 
     metrics: dict[str, float]
     primary: dict[str, float]
     chance: dict[str, float]
     raw: dict[str, Any] = field(default_factory=dict)
+    items: dict[str, ItemScores] = field(default_factory=dict)
+
+
+def item_scores(samples: list[dict[str, Any]], measure: str) -> ItemScores | None:
+    """The per-item parts of ``measure`` from lm-eval's logged samples, or None for a measure without them.
+
+    A number per item is averaged; a list (instruction-level accuracy) counts its true entries over its
+    length; ``bits_per_byte``'s [log-likelihood, bytes] becomes the probability per byte, exp(sum ll / sum
+    bytes) = 2 ** -bits_per_byte, the suite's wiki_ppl score.
+    """
+    ids = tuple(str(sample["doc_id"]) for sample in samples)
+    values = [sample.get(measure) for sample in samples]
+    if measure == "bits_per_byte":
+        return ItemScores(ids, tuple(float(v[0]) for v in values), tuple(float(v[1]) for v in values), "exp")
+    if all(isinstance(v, list) for v in values):
+        return ItemScores(ids, tuple(float(sum(v)) for v in values), tuple(float(len(v)) for v in values))
+    if all(isinstance(v, (int, float)) for v in values):
+        return ItemScores(ids, tuple(float(v) for v in values), (1.0,) * len(values))
+    return None
 
 
 GENERATING_KINDS = ("cloze", "gsm8k", "ifeval")
@@ -182,7 +203,10 @@ def evaluate_retention(
     raw["suite"] = {"dir": str(task_dir), **manifest}
     primary = {name: _primary(name, metrics) for name in tasks}
     chance = {name: float(manifest["tasks"][name]["chance"]) for name in tasks}
-    result = RetentionResult(metrics=metrics, primary=primary, chance=chance, raw=json_safe(raw))
+    items = {name: item_scores(samples_out[name], "bits_per_byte" if TASKS[name].kind == "perplexity"
+                               else TASKS[name].primary) for name in tasks}
+    result = RetentionResult(metrics=metrics, primary=primary, chance=chance, raw=json_safe(raw),
+                             items={name: scores for name, scores in items.items() if scores is not None})
     if out_dir is not None:
         write_json(Path(out_dir) / "retention_results.json",
                    {"metrics": metrics, "primary": primary, "chance": chance, "raw": result.raw})

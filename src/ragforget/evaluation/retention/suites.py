@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 
 from ragforget.errors import ConfigError
-from ragforget.evaluation.retention.runner import RetentionResult, json_safe, evaluate_retention
+from ragforget.evaluation.retention.runner import RetentionResult, evaluate_retention, item_scores, json_safe
 from ragforget.evaluation.retention.suite import prepare_retention_suite
 from ragforget.utils.hashing import tree_fingerprint
 from ragforget.utils.io import write_json
@@ -125,7 +125,8 @@ class StandardSuite:
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=fit_batch_to_memory(model, self.batch_size),
                   softmax_dtype="float32")
         start = time.perf_counter()
-        results = evaluate(lm=lm, task_dict=task_dict, limit=self.limit, apply_chat_template=self.apply_chat_template)
+        results = evaluate(lm=lm, task_dict=task_dict, limit=self.limit, apply_chat_template=self.apply_chat_template,
+                           log_samples=True)
         assert results is not None
         metrics: dict[str, float] = {}
         for task, values in results["results"].items():
@@ -144,7 +145,9 @@ class StandardSuite:
         raw = {"results": results["results"], "configs": results.get("configs", {}),
                "versions": results.get("versions", {}), "lm_eval_version": version("lm_eval"),
                "seconds": time.perf_counter() - start, "limit": self.limit}
-        result = RetentionResult(metrics=metrics, primary=primary, chance={}, raw=json_safe(raw))
+        items = {task: item_scores(results["samples"][task], self.primary_metrics[task]) for task in self.tasks}
+        result = RetentionResult(metrics=metrics, primary=primary, chance={}, raw=json_safe(raw),
+                                 items={task: scores for task, scores in items.items() if scores is not None})
         if out_dir is not None:
             write_json(Path(out_dir) / "retention_results.json",
                        {"metrics": metrics, "primary": primary, "raw": result.raw})

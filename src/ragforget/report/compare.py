@@ -1,0 +1,119 @@
+"""Paired differences between a report's columns: the same seeds, the same questions and retention items.
+
+Two methods trained with the same seed saw the same training subset and are evaluated on the same
+items, so their difference is paired twice: per seed, and per item. For a measure (ODQA accuracy, the
+retention macro average) the difference of a column from the reference column is the mean over shared
+seeds (and, for the macro average, over tasks) of the item-paired deltas; its interval resamples each
+(seed, task)'s items. Seed-to-seed variation itself is in the table's t intervals, not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragforget.evaluation.statistics import (ITEM_SCORES, ItemScores, PairedDelta, paired_macro_bootstrap,
+                                             read_item_scores)
+from ragforget.report.query import Selection
+from ragforget.report.spec import ReportSpec
+from ragforget.utils.logging import get_logger
+from ragforget.utils.markdown import markdown_table
+
+log = get_logger(__name__)
+
+ItemLoader = Callable[[str], dict[str, ItemScores] | None]   # run id -> its measures item by item
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``column`` minus ``reference`` on ``measure``, over ``seeds`` shared seeds."""
+
+    measure: str
+    column: str
+    reference: str
+    delta: PairedDelta
+    seeds: int
+
+
+def mlflow_item_scores(tracking_uri: str) -> ItemLoader:
+    """Read a run's ``eval/item_scores.json`` artifact (None for runs logged before it existed)."""
+    import mlflow.artifacts
+
+    def load(run_id: str) -> dict[str, ItemScores] | None:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"eval/{ITEM_SCORES}",
+                                                       tracking_uri=tracking_uri)
+        except Exception as exc:  # MLflow raises several types for a missing artifact
+            log.warning("run %s has no eval/%s (%s): left out of the paired comparison", run_id, ITEM_SCORES,
+                        type(exc).__name__)
+            return None
+        return read_item_scores(Path(path).parent)
+
+    return load
+
+
+def _parts(items: dict[str, ItemScores], measure: str) -> dict[str, ItemScores]:
+    """The item scores a measure averages: itself, or every retention task for the macro average."""
+    if measure == "retention/macro_avg":
+        return {name: scores for name, scores in items.items() if name.startswith("retention/")}
+    return {measure: items[measure]} if measure in items else {}
+
+
+def paired_comparisons(spec: ReportSpec, selection: Selection, load: ItemLoader, resamples: int = 2000,
+                       seed: int = 0) -> list[Comparison]:
+    """Every column against ``spec.compare_to`` on each of ``spec.compare``, paired by seed and item."""
+    reference = spec.compare_to
+    if reference is None or not selection.used.get(reference):
+        return []
+    reference_runs = {run.seed: run for run in selection.used[reference]}
+    cache: dict[str, dict[str, ItemScores] | None] = {}
+
+    def items_of(run_id: str) -> dict[str, ItemScores] | None:
+        if run_id not in cache:
+            cache[run_id] = load(run_id)
+        return cache[run_id]
+
+    comparisons = []
+    for label, runs in selection.used.items():
+        if label == reference:
+            continue
+        pairs = [(items_of(reference_runs[run.seed].run_id), items_of(run.run_id), run.seed)
+                 for run in runs if run.seed in reference_runs]
+        pairs = [(ref, own, s) for ref, own, s in pairs if ref is not None and own is not None]
+        for measure in spec.compare:
+            base, tuned = {}, {}
+            for ref, own, run_seed in pairs:
+                ref_parts, own_parts = _parts(ref, measure), _parts(own, measure)
+                if ref_parts and ref_parts.keys() == own_parts.keys():
+                    base.update({f"{run_seed}:{name}": scores for name, scores in ref_parts.items()})
+                    tuned.update({f"{run_seed}:{name}": scores for name, scores in own_parts.items()})
+            if base:
+                seeds = len({key.split(":")[0] for key in base})
+                comparisons.append(Comparison(measure, label, reference,
+                                              paired_macro_bootstrap(base, tuned, resamples, seed), seeds))
+    return comparisons
+
+
+def comparison_lines(comparisons: Sequence[Comparison], scale: float = 100.0) -> list[str]:
+    """A markdown table: one row per measure, one column per compared column, '+1.23 [-0.50, 2.96] *'
+    where * marks an interval that excludes 0."""
+    if not comparisons:
+        return []
+    columns = list(dict.fromkeys(c.column for c in comparisons))
+    cells = {(c.measure, c.column): c for c in comparisons}
+    body = []
+    for measure in dict.fromkeys(c.measure for c in comparisons):
+        row = [measure]
+        for column in columns:
+            c = cells.get((measure, column))
+            if c is None:
+                row.append("–")
+                continue
+            d = c.delta
+            resolved = " *" if d.lo > 0 or d.hi < 0 else ""
+            row.append(f"{scale * d.delta:+.2f} [{scale * d.lo:+.2f}, {scale * d.hi:+.2f}]{resolved}")
+        body.append(row)
+    reference = comparisons[0].reference
+    return [f"### Paired differences from {reference} (x{scale:g}; same seeds and items, 95% bootstrap over "
+            "items; * = the interval excludes 0)", "", *markdown_table(["measure", *columns], body)]
