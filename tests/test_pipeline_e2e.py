@@ -163,3 +163,21 @@ def test_forgetting_curves_start_at_the_base_model_and_leave_training_unchanged(
     assert "time/during_s" not in without
     adapter = "checkpoint/adapter/adapter_model.safetensors"
     assert (tmp_path / "with" / adapter).read_bytes() == (tmp_path / "without" / adapter).read_bytes()
+
+
+def test_resumed_curves_continue_after_the_last_logged_step_of_any_measure() -> None:
+    """A full fine-tuning run (no adapters: no shift) on the held-out text alone logs only
+    during/wiki_ppl/bits_per_byte; resumed at step 5, it must know that step 4 is already logged."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ragforget.evaluation.during_training import ForgettingCurves
+
+    logged = {"during/wiki_ppl/bits_per_byte": 4}
+    run = SimpleNamespace(last_step=lambda key: logged.get(key, -1))
+    curves = ForgettingCurves(run, None, every_n_steps=2, shift_prompts=[], task_dir=None,  # type: ignore[arg-type]
+                              tasks=["wiki_ppl"], limit=2, shift_max_tokens=8, batch_size=2)
+    trainer = SimpleNamespace(world_size=1, global_step=5)
+    curves.on_train_start(trainer, SimpleNamespace(model=torch.nn.Linear(2, 2)))  # type: ignore[arg-type]
+    assert curves._last_step == 4

@@ -33,7 +33,8 @@ def resumed_config(composed: DictConfig, overrides: Sequence[str]) -> DictConfig
                           "pass the output folder of an interrupted run, e.g. outputs/runs/<run>/<time>")
     saved = OmegaConf.load(saved_file)
     assert isinstance(saved, DictConfig)
-    typed = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in LOCATION_KEYS]
+    given = {override.split("=", 1)[0].lstrip("+~"): override for override in overrides}
+    typed = [override for key, override in given.items() if key not in LOCATION_KEYS]
     if typed:
         differing = _differing_keys(composed, saved)
         if differing:
@@ -41,7 +42,6 @@ def resumed_config(composed: DictConfig, overrides: Sequence[str]) -> DictConfig
             raise ConfigError("resume_dir", f"the overrides {typed} change the run saved in {saved_file}: {shown}",
                               "resume with resume_dir=<folder> alone (it continues with the saved config), "
                               "or start a new run to change settings")
-    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     for key in LOCATION_KEYS:
         if key == "resume_dir" or key in given:  # otherwise the run keeps where it read and ran
             OmegaConf.update(saved, key, OmegaConf.select(composed, key), force_add=True)

@@ -10,6 +10,7 @@ train mode, so a run trains exactly as it would without it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,9 @@ class ForgettingCurves(L.Callback):
             self.every_n_steps = 0
             return
         if trainer.global_step:  # resumed: the steps the interrupted run logged stay as they are
-            marker = "during/shift_kl" if has_adapters(pl_module.model) else f"during/{self.tasks[0]}/{CONTINUOUS[0]}"
-            self._last_step = self.run.last_step(marker) if self.tasks or has_adapters(pl_module.model) else -1
+            keys = (["shift_kl"] if has_adapters(pl_module.model) else []) + [
+                f"{task}/{measure}" for task in self.tasks for measure in CONTINUOUS]
+            self._last_step = max((self.run.last_step(f"during/{key}") for key in keys), default=-1)
         if trainer.global_step % self.every_n_steps == 0:  # step 0, or a resumed run's measuring step
             self._measure(trainer, pl_module)
 
@@ -78,8 +80,6 @@ class ForgettingCurves(L.Callback):
             self._measure(trainer, pl_module)
 
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        import time
-
         step = trainer.global_step
         if step <= self._last_step:  # gradient accumulation, or a step a resumed run already logged
             return

@@ -108,11 +108,17 @@ def _resampled_deltas(base: ItemScores, tuned: ItemScores, resamples: int,
     return float(delta(parts.sum(axis=1))), delta(parts[:, draws].sum(axis=2).T)
 
 
-def _summary(estimate: float, resampled: np.ndarray, n: int, level: float) -> PairedDelta:
+def _percentile_interval(resampled: np.ndarray, level: float) -> tuple[float, float]:
+    """The central ``level`` share of the resampled values: the bootstrap percentile interval."""
     tail = (1.0 - level) / 2.0
     lo, hi = np.quantile(resampled, [tail, 1.0 - tail], method="inverted_cdf")
+    return float(lo), float(hi)
+
+
+def _summary(estimate: float, resampled: np.ndarray, n: int, level: float) -> PairedDelta:
+    lo, hi = _percentile_interval(resampled, level)
     se = float(np.std(resampled, ddof=1))
-    return PairedDelta(estimate, float(lo), float(hi), se, minimum_detectable_effect(se), n)
+    return PairedDelta(estimate, lo, hi, se, minimum_detectable_effect(se), n)
 
 
 def paired_bootstrap(base: ItemScores, tuned: ItemScores, resamples: int = 2000, seed: int = 0,
@@ -174,10 +180,7 @@ def pearson_interval(xs: Sequence[float], ys: Sequence[float], groups: Sequence[
         draws = [np.concatenate([members[i] for i in rng.integers(0, len(members), size=len(members))])
                  for _ in range(resamples)]
     rs = np.array([_pearson(x[d], y[d]) for d in draws])
-    rs = rs[np.isfinite(rs)]
-    tail = (1.0 - level) / 2.0
-    lo, hi = np.quantile(rs, [tail, 1.0 - tail], method="inverted_cdf")
-    return _pearson(x, y), float(lo), float(hi)
+    return (_pearson(x, y), *_percentile_interval(rs[np.isfinite(rs)], level))
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:

@@ -9,6 +9,7 @@ seeds (and, for the macro average, over tasks) of the item-paired deltas; its in
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,12 +68,7 @@ def paired_comparisons(spec: ReportSpec, selection: Selection, load: ItemLoader,
     if reference is None or not selection.used.get(reference):
         return []
     reference_runs = {run.seed: run for run in selection.used[reference]}
-    cache: dict[str, dict[str, ItemScores] | None] = {}
-
-    def items_of(run_id: str) -> dict[str, ItemScores] | None:
-        if run_id not in cache:
-            cache[run_id] = load(run_id)
-        return cache[run_id]
+    items_of = functools.cache(load)  # a reference run is paired with every column: read it once
 
     comparisons = []
     for label, runs in selection.used.items():
@@ -82,14 +78,14 @@ def paired_comparisons(spec: ReportSpec, selection: Selection, load: ItemLoader,
                  for run in runs if run.seed in reference_runs]
         pairs = [(ref, own, s) for ref, own, s in pairs if ref is not None and own is not None]
         for measure in spec.compare:
-            base, tuned = {}, {}
+            base, tuned, seeds = {}, {}, 0
             for ref, own, run_seed in pairs:
                 ref_parts, own_parts = _parts(ref, measure), _parts(own, measure)
                 if ref_parts and ref_parts.keys() == own_parts.keys():
                     base.update({f"{run_seed}:{name}": scores for name, scores in ref_parts.items()})
                     tuned.update({f"{run_seed}:{name}": scores for name, scores in own_parts.items()})
+                    seeds += 1
             if base:
-                seeds = len({key.split(":")[0] for key in base})
                 comparisons.append(Comparison(measure, label, reference,
                                               paired_macro_bootstrap(base, tuned, resamples, seed), seeds))
     return comparisons
