@@ -2,6 +2,7 @@
 #   make run                     # the main job on the embedded default (offline)
 #   make run ARGS="method=selfaug experiment=quick"
 #   make test                    # the whole test suite, slow end-to-end tests included
+#   make lint                    # ruff (style, imports, bugbear) and mypy (types), as CI runs them
 #   make dashboard               # MLflow UI on http://127.0.0.1:5000 over outputs/mlflow.db
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +11,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 PORT ?= 5000
 
-.PHONY: install run test test-fast bench dashboard
+.PHONY: install run test test-fast lint bench dashboard
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,10 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench run.py
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) bench/method_cost.py $(ARGS)

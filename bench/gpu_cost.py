@@ -106,13 +106,13 @@ def train_case(args: argparse.Namespace) -> dict[str, Any]:
     from lightning.pytorch.plugins.precision import MixedPrecision
 
     from ragforget.methods.base import parameters_to_train
+    from ragforget.methods.build import build_method
     from ragforget.training.module import RagFineTuner
     from ragforget.training.train import make_trainable
-    from ragforget.utils.instantiate import instantiate
 
     cfg = compose(overrides(args, method=args.method, checkpointing=args.checkpointing == "on"))
     model = make_trainable(random_model(cfg, args.device), cfg)
-    method = instantiate(cfg.method.impl)
+    method = build_method(cfg.method)
     module = RagFineTuner(model, method, lr=cfg.train.lr, loss_chunk_rows=cfg.train.loss_chunk_rows).to(args.device)
     module.log = lambda *a, **k: None  # type: ignore[method-assign]  # no Trainer attached
     optimizer = method.optimizer(parameters_to_train(model), lr=cfg.train.lr, weight_decay=0.0)
@@ -142,10 +142,10 @@ def train_case(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def generation_case(args: argparse.Namespace) -> dict[str, Any]:
-    """Greedy questions/s through evaluation's generate_batch, 300-token prompts, 24 new tokens."""
+    """Greedy questions/s through models.generation's generate_batch, 300-token prompts, 24 new tokens."""
     from types import SimpleNamespace
 
-    from ragforget.evaluation.generation import generate_batch
+    from ragforget.models.generation import generate_batch
 
     cfg = compose(overrides(args, method="sft", checkpointing=False))
     model = random_model(cfg, args.device).eval()
@@ -235,7 +235,7 @@ def main() -> None:
             if "error" in r:
                 lines.append(f"| {method} | {mode} | failed: {r['error']} |||||||")
                 continue
-            ratio = (lambda key: f"{r[key] / sft[key]:.2f}" if key in sft else "–")  # noqa: E731
+            ratio = (lambda key: f"{r[key] / sft[key]:.2f}" if key in sft else "–")  # noqa: E731, B023 - used at once
             share = f"{100 * r['tflops'] / args.peak_tflops:.0f}%" if on_cuda else "–"
             lines.append(f"| {method} | {mode} | {r['step_s']:.3f} | {ratio('step_s')} | {r['tokens_per_s']:,.0f} | "
                          f"{r['tflops']:.3g} | {share} | {r['peak_gib']:.2f} | {ratio('peak_gib')} |")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ragforget.evaluation.generation import Generation, Sampling, generate_batch
+from ragforget.models.generation import Generation, Sampling, generate_batch
 
 
 def scripted_generate(model: Any, tokenizer: Any, prompts: Sequence[list[int]], max_new_tokens: int,

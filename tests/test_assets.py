@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import visible
+from helpers import visible
 
 import ragforget.assets.packages as packages
 from ragforget.assets.packages import PackageSpec, extract_members, fetch_package, read_member

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import compose_config
 
 import ragforget.utils.hashing as hashing
-from conftest import compose_config
-from ragforget.assets.prepare import PreparedAssets
 from ragforget.data.rag_examples import RagExample
+from ragforget.evaluation.base_cache import base_eval_key
 from ragforget.evaluation.retention.suites import OfflineSuite
-from ragforget.pipeline import base_eval_key
+from ragforget.prepare import PreparedAssets
 from ragforget.utils.io import write_jsonl
 
 RETENTION_ITEMS = [{"id": "s1", "title": "Paris", "text": "Paris is the capital of France."},

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import compose_config
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import compose_config
 from ragforget.assets.cache import resolve_cache_dir
 from ragforget.errors import RagforgetError
 from ragforget.models.loading import attach_lora, has_adapters, load_model, load_tokenizer
@@ -74,7 +74,7 @@ def test_saved_config_is_resolved(tmp_path: Path, tokenizer, cfg: DictConfig) ->
     assert "${" not in text
     stored = checkpoint_config(tmp_path / "checkpoint")
     assert stored.run_name == "selfaug-tiny_random-squad_open-s3"
-    assert stored.method.impl.terms.input_kl.weight == 0.5
+    assert stored.method.terms.selfaug.weight == 0.5
     assert OmegaConf.to_container(stored.model.lora) == OmegaConf.to_container(cfg.model.lora)
 
 

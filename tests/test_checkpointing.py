@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import compose_config, run_of, tiny_config
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
-from conftest import compose_config
 from ragforget.models.head import final_hidden
 from ragforget.pipeline import run_job
 from ragforget.training.train import make_trainable
-from test_pipeline_e2e import run_of, tiny_config
 
 
 def _layer_forward_calls(checkpointing: bool, tiny_model_path: str, monkeypatch: pytest.MonkeyPatch) -> int:

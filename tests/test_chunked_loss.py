@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import compose_config, model_snapshot
 
-from conftest import compose_config, model_snapshot
 from ragforget.data.encoding import IGNORE_INDEX
 from ragforget.errors import ConfigError
 from ragforget.methods.losses import answer_nll, answer_positions, masked_kl, prompt_positions

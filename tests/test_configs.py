@@ -1,4 +1,4 @@
-"""Every file under conf/ composes and resolves; method and retriever impls instantiate to the right types."""
+"""Every file under conf/ composes and resolves; methods and retriever impls build to the right types."""
 
 from __future__ import annotations
 
@@ -8,23 +8,26 @@ from typing import Any
 
 import hydra
 import pytest
+from helpers import compose_config
 from hydra.errors import HydraException
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from conftest import compose_config
+from ragforget.errors import ConfigError
 from ragforget.invar.retriever import InvarRetriever
 from ragforget.methods.base import Method
+from ragforget.methods.build import build_method
 from ragforget.methods.selfaug import InputKL
 from ragforget.retrieval.base import Retriever
 from ragforget.retrieval.bm25 import BM25Retriever
 from ragforget.retrieval.closed_book import ClosedBookRetriever
 from ragforget.retrieval.dense import DenseRetriever
 from ragforget.retrieval.oracle import OracleRetriever
+from ragforget.utils.instantiate import instantiate as keyed_instantiate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ["model", "dataset", "retriever", "general_data", "method", "trainer", "eval", "logger", "paths", "experiment",
-          "report", "hparams_search"]
+GROUPS = ["model", "dataset", "retriever", "general_data", "method", "trainer", "callbacks", "eval", "logger",
+          "lightning_loggers", "paths", "experiment", "report", "hparams_search"]
 
 # Options whose config has a mandatory (???) value the user must supply on the command line.
 REQUIRED_OVERRIDES: dict[str, list[str]] = {
@@ -105,22 +108,22 @@ def test_unknown_option_lists_choices() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "method").glob("*.yaml")))
-def test_method_impl_instantiates(name: str) -> None:
+def test_method_config_builds(name: str) -> None:
     cfg = compose_config([f"method={name}"])
-    method = instantiate(cfg.method.impl)
+    method = build_method(cfg.method)
     assert isinstance(method, Method)
-    assert method.name == name == cfg.method.name
+    assert method.name == name == cfg.method.name and method.config_key == "method"
 
 
 def test_method_details() -> None:
-    base = instantiate(compose_config(["method=base"]).method.impl)
+    base = build_method(compose_config(["method=base"]).method)
     assert base.trains is False and base.terms == {} and not base.needs_reference
-    sft = instantiate(compose_config(["method=sft"]).method.impl)
+    sft = build_method(compose_config(["method=sft"]).method)
     assert sft.trains is True and sft.terms == {} and not sft.needs_reference
-    selfaug = instantiate(compose_config(["method=selfaug"]).method.impl)
+    selfaug = build_method(compose_config(["method=selfaug"]).method)
     assert selfaug.trains is True
-    assert set(selfaug.terms) == {"input_kl"}
-    term = selfaug.terms["input_kl"]
+    assert set(selfaug.terms) == {"selfaug"}
+    term = selfaug.terms["selfaug"]
     assert isinstance(term, InputKL)
     assert term.weight == 0.5
     assert term.direction == "forward"
@@ -128,8 +131,59 @@ def test_method_details() -> None:
 
 
 def test_selfaug_alpha_override_reaches_the_term() -> None:
-    method = instantiate(compose_config(["method=selfaug", "method.selfaug.alpha=0.3"]).method.impl)
-    assert method.terms["input_kl"].weight == pytest.approx(0.3)
+    method = build_method(compose_config(["method=selfaug", "method.terms.selfaug.weight=0.3"]).method)
+    assert method.terms["selfaug"].weight == pytest.approx(0.3)
+
+
+# --- the key of a bad value: where the user set it ------------------------------------------------
+
+@pytest.mark.parametrize(("method", "override", "key"), [
+    ("selfaug", "method.terms.selfaug.weight=-1", "method.terms.selfaug.weight"),        # LossTerm's own check
+    ("selfaug", "method.terms.selfaug.direction=up", "method.terms.selfaug.direction"),   # InputKL's
+    ("mofo", "method.optimizer.fraction=0", "method.optimizer.fraction"),                # a partial, called by Method
+    ("self_synth", "method.transforms.self_synth.source.judge.threshold=6",              # a nested part's setting
+     "method.transforms.self_synth.source.judge.threshold"),
+    ("selfaug", "+method.alpha=0.3", "method.alpha"),                                    # not a part, not a setting
+])
+def test_a_bad_value_in_a_part_names_the_key_the_user_set(method: str, override: str, key: str) -> None:
+    cfg = compose_config([f"method={method}", override])
+    with pytest.raises(ConfigError) as error:
+        build_method(cfg.method)
+    assert error.value.key == key and not error.value.relative
+    assert str(error.value).startswith(f"config key '{key}': ")
+
+
+def test_a_composed_method_names_the_key_of_each_part() -> None:
+    cfg = compose_config(["method=[selfaug,replay]", "method.name=both", "method.transforms.replay.ratio=2"])
+    with pytest.raises(ConfigError, match=r"^config key 'method\.transforms\.replay\.ratio': must be in \[0, 1\]"):
+        build_method(cfg.method)
+
+
+def test_absolute_keys_stay_absolute_and_detached_nodes_stay_relative() -> None:
+    """A key a part names on purpose (train.lr) is not prefixed; a node that does not know its place (a plain
+    mapping) leaves the key relative for whoever instantiates the node around it."""
+    cfg = OmegaConf.create({"method": {"optimizer": {"_target_": "ragforget.methods.mofo.MoFO", "params": [],
+                                                     "lr": -1.0, "fraction": 0.5}}})
+    with pytest.raises(ConfigError) as error:
+        keyed_instantiate(cfg.method.optimizer)
+    assert error.value.key == "train.lr" and not error.value.relative
+    with pytest.raises(ConfigError) as error:
+        keyed_instantiate({"_target_": "ragforget.methods.l2sp.L2SP", "weight": -1.0})
+    assert error.value.key == "weight" and error.value.relative
+
+
+def test_a_relative_key_raised_while_a_part_works_is_named_under_the_part() -> None:
+    """Method names the ConfigErrors its transforms raise at work under their node (method.transforms.<name>)."""
+    from ragforget.methods.base import DataTransform
+
+    class TooMany(DataTransform):
+        def __call__(self, examples: list[Any], context: Any) -> list[Any]:
+            raise ConfigError("ratio", "asks for more general examples than there are RAG ones", relative=True)
+
+    method = Method("m", transforms={"mix": TooMany()}, config_key="method")
+    with pytest.raises(ConfigError) as error:
+        method.transform_data([], None)  # type: ignore[arg-type]
+    assert error.value.key == "method.transforms.mix.ratio" and not error.value.relative
 
 
 @pytest.mark.parametrize(
@@ -180,7 +234,7 @@ def hydra_composed(*overrides: str) -> DictConfig:
 # Each ready sweep, and the report that reads it: the report's columns must select every swept value.
 SWEEPS = {
     "selfaug_table1": ("method", "tags", "method"),
-    "selfaug_alpha": ("method.selfaug.alpha", "params", "method.selfaug.alpha"),
+    "selfaug_alpha": ("method.terms.selfaug.weight", "params", "method.terms.selfaug.weight"),
     "context_length": ("retriever.top_k", "params", "retriever.top_k"),
     "lora_rank": ("model.lora.r", "params", "model.lora.r"),
 }
@@ -218,5 +272,5 @@ def test_optuna_search_space_and_objective() -> None:
     cfg = hydra_composed("hparams_search=selfaug_optuna")
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
-    assert set(sweeper.params) == {"method.selfaug.alpha", "train.lr"} and cfg.method.name == "selfaug"
+    assert set(sweeper.params) == {"method.terms.selfaug.weight", "train.lr"} and cfg.method.name == "selfaug"
     assert list(cfg.objective.metrics) == ["odqa/acc", "retention/macro_avg"]

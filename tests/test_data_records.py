@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 
 from ragforget.data.corpus import LocalJsonlCorpus
-from ragforget.data.records import (corpus_fingerprint, dedupe_answers, load_corpus, load_qa,
-                                    make_passage, make_qa_record, validate_corpus_file)
+from ragforget.data.records import (
+    corpus_fingerprint,
+    dedupe_answers,
+    load_corpus,
+    load_qa,
+    make_passage,
+    make_qa_record,
+    validate_corpus_file,
+)
 from ragforget.errors import ConfigError, DataError
 
 

@@ -12,8 +12,14 @@ from ragforget.data import corpus as corpus_mod
 from ragforget.data import squad as squad_mod
 from ragforget.data.corpus import PackagedWikiCorpus, build_packaged_corpus, read_heldout_summaries, select_heldout
 from ragforget.data.records import load_corpus, load_qa
-from ragforget.data.squad import (SquadOpen, SquadShiftsWikiOpen, article_title, split_by_article,
-                                  squad_passages, squad_questions)
+from ragforget.data.squad import (
+    SquadOpen,
+    SquadShiftsWikiOpen,
+    article_title,
+    split_by_article,
+    squad_passages,
+    squad_questions,
+)
 from ragforget.errors import ConfigError
 
 FRACTIONS = {"train": 0.6, "validation": 0.2, "test": 0.2}

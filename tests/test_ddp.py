@@ -12,17 +12,21 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
+from helpers import CONF_DIR, TINY, compose_config, run_cli, runs_in
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy
 from omegaconf import DictConfig, open_dict
 
-from conftest import CONF_DIR, compose_config
-from ragforget.training.distributed import (HydraJobDDPStrategy, HydraJobLauncher, global_rank, hydra_job_command,
-                                            worker_command)
+from ragforget.training.distributed import (
+    HydraJobDDPStrategy,
+    HydraJobLauncher,
+    global_rank,
+    hydra_job_command,
+    worker_command,
+)
 from ragforget.training.train import WholeWeights
-from test_cli import TINY, run_cli, runs_in
 
 ROOT = Path(__file__).resolve().parents[1]
 

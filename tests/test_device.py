@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import compose_config
 from omegaconf import DictConfig, ListConfig
 
-from conftest import compose_config
 from ragforget.errors import ConfigError
 from ragforget.utils.device import check_device, resolve_device
 
@@ -73,7 +73,7 @@ def test_a_missing_gpu_fails_before_any_work(tmp_path: Path) -> None:
         pytest.skip("this machine has a GPU")
     cfg = compose_config(["model=tiny_random", "device=cuda", f"paths.output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="'device'"):
-        Job(cfg, tmp_path)
+        Job.for_config(cfg, tmp_path)
     assert not any(tmp_path.iterdir())
 
 

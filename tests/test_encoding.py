@@ -14,8 +14,7 @@ from ragforget.data.encoding import (
     encode_prompt,
 )
 from ragforget.data.prompt import RagPrompt
-from ragforget.data.rag_examples import (as_training_example, build_examples, encode_for_generation,
-                                         encode_for_training)
+from ragforget.data.rag_examples import as_training_example, build_examples, encode_for_generation, encode_for_training
 from ragforget.models.loading import load_tokenizer
 
 IM_END = 2

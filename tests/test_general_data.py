@@ -13,6 +13,7 @@ from ragforget.env import apply_defaults
 apply_defaults()  # before anything imports datasets
 
 import pytest  # noqa: E402
+from helpers import compose_config, visible  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 from ragforget.assets.cache import resolve_cache_dir  # noqa: E402
@@ -28,8 +29,6 @@ from ragforget.data.general import (  # noqa: E402
 )
 from ragforget.errors import ConfigError, DataError  # noqa: E402
 from ragforget.utils.io import TEMP_NAME  # noqa: E402
-
-from conftest import compose_config, visible  # noqa: E402
 
 
 def conversation(record_id: str, *turns: tuple[str, str]) -> dict[str, Any]:

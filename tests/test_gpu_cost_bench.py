@@ -30,9 +30,9 @@ def test_bench_needs_only_the_training_stack() -> None:
     """One training case, run as the bench's child, imports no MLflow, lm-eval, datasets or faiss."""
     case = json.dumps({"kind": "train", "method": "selfaug", "checkpointing": "on"})
     code = ("import runpy, sys; sys.argv = ['gpu_cost.py', '--child', sys.argv[1], '--device', 'cpu', '--shape', "
-            "'tiny', '--steps', '1', '--warmup', '0']; runpy.run_path({bench!r}, "
+            f"'tiny', '--steps', '1', '--warmup', '0']; runpy.run_path({str(BENCH)!r}, "
             "run_name='__main__'); print(sorted(m for m in ('mlflow', 'lm_eval', 'datasets', 'faiss', "
-            "'sentence_transformers', 'bm25s') if m in sys.modules))").format(bench=str(BENCH))
+            "'sentence_transformers', 'bm25s') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code, case], capture_output=True, text=True, timeout=300, check=True)
     result, imported = done.stdout.strip().splitlines()[-2:]
     assert json.loads(result)["loss"] > 0

@@ -15,12 +15,12 @@ apply_defaults()  # before anything imports huggingface_hub or datasets
 import huggingface_hub.constants  # noqa: E402
 import pytest  # noqa: E402
 
-from ragforget.assets.prepare import source_revisions  # noqa: E402
 from ragforget.data.hf_loading import local_fingerprint  # noqa: E402
 from ragforget.data.hub import HubQA  # noqa: E402
 from ragforget.data.records import load_qa  # noqa: E402
 from ragforget.errors import ConfigError  # noqa: E402
 from ragforget.models.sources import HubModel  # noqa: E402
+from ragforget.prepare import source_revisions  # noqa: E402
 from ragforget.utils.hashing import sha256_file  # noqa: E402
 from ragforget.utils.io import read_json  # noqa: E402
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from helpers import run_of, tiny_config
 from mlflow.tracking import MlflowClient
 
 from ragforget.invar.adapter import PROVENANCE_FILE, adapter_hash
 from ragforget.pipeline import run_job
 from ragforget.utils.io import read_json
-from test_pipeline_e2e import run_of, tiny_config
 
 SMALL_STAGE1 = ["~retriever.compare.dense", "retriever.impl.stage1.max_examples=16", "retriever.impl.stage1.max_steps=2",
                 "retriever.impl.stage1.align=0", "retriever.impl.max_length=32"]

@@ -65,7 +65,8 @@ def test_masked_kl_by_hand_mean_over_positions(direction: str, expected: float) 
 
 def test_masked_kl_zero_for_identical_distributions() -> None:
     logits = torch.randn(2, 5, 7)
-    assert masked_kl(as_logits(logits), as_logits(logits.clone()), torch.ones(2, 5, dtype=torch.bool)).item() == pytest.approx(0, abs=1e-6)
+    everywhere = torch.ones(2, 5, dtype=torch.bool)
+    assert masked_kl(as_logits(logits), as_logits(logits.clone()), everywhere).item() == pytest.approx(0, abs=1e-6)
 
 
 def test_masked_kl_nothing_selected_is_zero_with_graph() -> None:
@@ -124,7 +125,7 @@ def test_input_kl_term_weights_the_prompt_kl() -> None:
     attention = torch.tensor([[1, 1, 0]])
     batch = {"input_ids": torch.zeros(1, 3, dtype=torch.long), "attention_mask": attention, "labels": labels}
     step = StepTensors(batch=batch, policy=as_logits(policy), reference=as_logits(reference), model=torch.nn.Identity())
-    assert InputKL(weight=0.5)(step).item() == pytest.approx(0.5 * FORWARD_KL / 2, abs=1e-6)
+    assert InputKL(weight=0.5, direction="forward")(step).item() == pytest.approx(0.5 * FORWARD_KL / 2, abs=1e-6)
     assert InputKL(weight=0.5, direction="reverse")(step).item() == pytest.approx(0.5 * REVERSE_KL / 2, abs=1e-6)
 
 
@@ -136,22 +137,25 @@ def test_output_kl_reads_answer_positions_where_input_kl_reads_the_prompt() -> N
     batch = {"input_ids": torch.zeros(1, 3, dtype=torch.long), "attention_mask": torch.ones(1, 3, dtype=torch.long),
              "labels": torch.tensor([[IGN, 1, 1]])}
     step = StepTensors(batch=batch, policy=as_logits(policy), reference=as_logits(reference), model=torch.nn.Identity())
-    assert OutputKL(weight=2.0)(step).item() == pytest.approx(2.0 * FORWARD_KL / 2, abs=1e-6)
+    assert OutputKL(weight=2.0, direction="forward")(step).item() == pytest.approx(2.0 * FORWARD_KL / 2, abs=1e-6)
     assert OutputKL(weight=1.0, direction="reverse")(step).item() == pytest.approx(REVERSE_KL / 2, abs=1e-6)
-    assert InputKL(weight=1.0)(step).item() == pytest.approx(FORWARD_KL, abs=1e-6)
-    assert OutputKL().needs_reference
+    assert InputKL(weight=1.0, direction="forward")(step).item() == pytest.approx(FORWARD_KL, abs=1e-6)
+    assert OutputKL(weight=1.0, direction="forward").needs_reference
 
 
-def test_negative_weight_is_rejected_naming_the_key() -> None:
-    with pytest.raises(ConfigError, match="method.selfaug.alpha"):
-        InputKL(weight=-1.0, weight_key="method.selfaug.alpha")
+def test_negative_weight_is_rejected_naming_its_parameter() -> None:
+    """The term names its own parameter; the config node's key goes in front where it is built (test_configs)."""
+    with pytest.raises(ConfigError) as error:
+        InputKL(weight=-1.0, direction="forward")
+    assert error.value.key == "weight" and error.value.relative
 
 
-def test_unknown_direction_is_rejected_naming_the_key() -> None:
-    with pytest.raises(ConfigError, match="method.output_kl.direction"):
-        OutputKL(direction="sideways", weight_key="method.output_kl.beta")  # type: ignore[arg-type]
+def test_unknown_direction_is_rejected_naming_its_parameter() -> None:
+    with pytest.raises(ConfigError) as error:
+        OutputKL(weight=1.0, direction="sideways")  # type: ignore[arg-type]
+    assert error.value.key == "direction" and error.value.relative and "'sideways'" in str(error.value)
 
 
 def test_method_requires_reference_only_for_kl_terms() -> None:
     assert not Method("sft").needs_reference
-    assert Method("selfaug", terms={"input_kl": InputKL()}).needs_reference
+    assert Method("selfaug", terms={"selfaug": InputKL(weight=0.5, direction="forward")}).needs_reference

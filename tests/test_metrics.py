@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ragforget.evaluation.metrics import (
-    METRIC_DEFINITIONS,
-    METRICS,
-    exact_match,
-    f1_score,
-    normalize_answer,
-    score_prediction,
-    substring_match,
-)
+from ragforget.data.answers import normalize_answer, substring_match
+from ragforget.evaluation.metrics import METRIC_DEFINITIONS, METRICS, exact_match, f1_score, score_prediction
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,10 @@ import io
 
 import pytest
 import torch
-from hydra.utils import instantiate
+from helpers import compose_config
 
-from conftest import compose_config
 from ragforget.errors import ConfigError
+from ragforget.methods.build import build_method
 from ragforget.methods.mofo import MoFO, top_fraction_mask
 
 # 10 coordinates, fraction 0.3: k = ceil(0.3 * 10) = 3 move per step.
@@ -80,15 +80,25 @@ def test_mask_keeps_exactly_k_even_with_float_noise_and_ties() -> None:
 def test_bad_fraction_names_the_key(fraction: float) -> None:
     with pytest.raises(ConfigError) as err:
         MoFO([torch.nn.Parameter(torch.ones(2))], lr=1e-3, fraction=fraction)
-    assert err.value.key == "method.mofo.fraction"
+    assert err.value.key == "fraction" and err.value.relative  # its own parameter; see the config test below
 
 
-@pytest.mark.parametrize(("kwargs", "key"), [({"lr": -1.0}, "train.lr"),
-                                             ({"weight_decay": -0.1}, "train.weight_decay"),
-                                             ({"betas": (0.9, 1.0)}, "method.impl.optimizer.betas")])
-def test_bad_adam_settings_name_the_key(kwargs: dict, key: str) -> None:
+@pytest.mark.parametrize(("kwargs", "key", "relative"), [({"lr": -1.0}, "train.lr", False),
+                                                         ({"weight_decay": -0.1}, "train.weight_decay", False),
+                                                         ({"betas": (0.9, 1.0)}, "betas", True)])
+def test_bad_adam_settings_name_the_key(kwargs: dict, key: str, relative: bool) -> None:
+    """train.lr and train.weight_decay are named absolutely: they come from train.*, not from the optimizer node."""
     with pytest.raises(ConfigError) as err:
-        MoFO([torch.nn.Parameter(torch.ones(2))], **kwargs)
+        MoFO([torch.nn.Parameter(torch.ones(2))], fraction=0.1, **kwargs)
+    assert err.value.key == key and err.value.relative == relative
+
+
+@pytest.mark.parametrize(("override", "key"), [("method.optimizer.fraction=1.5", "method.optimizer.fraction"),
+                                               ("+method.optimizer.eps=-1", "method.optimizer.eps")])
+def test_bad_settings_in_the_config_fail_at_build_naming_the_full_key(override: str, key: str) -> None:
+    """The optimizer is a partial: Method calls it once at build, and the node's key goes in front."""
+    with pytest.raises(ConfigError) as err:
+        build_method(compose_config(["method=mofo", override]).method)
     assert err.value.key == key
 
 
@@ -115,7 +125,7 @@ def test_state_dict_round_trip_resumes_identically() -> None:
 
 
 def test_config_builds_the_optimizer_with_train_lr_and_weight_decay() -> None:
-    method = instantiate(compose_config(["method=mofo", "method.mofo.fraction=0.2"]).method.impl)
+    method = build_method(compose_config(["method=mofo", "method.optimizer.fraction=0.2"]).method)
     optimizer = method.optimizer([torch.nn.Parameter(torch.ones(2))], lr=5e-4, weight_decay=0.01)
     assert isinstance(optimizer, MoFO)
     assert optimizer.defaults["fraction"] == 0.2

@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, TINY, cold_cache, runs_in
 
-from conftest import cold_cache
 from ragforget.synth.journal import Journal, run_journaled
 from ragforget.utils.io import TEMP_NAME, atomic_path, cache_lock, remove_stale_temps
-from test_cli import ROOT, TINY, runs_in
 
 FORK = multiprocessing.get_context("fork")
 

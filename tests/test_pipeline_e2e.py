@@ -5,40 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import TINY_TRAIN, compose_config, run_of, tiny_config
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
 
-from conftest import compose_config
 from ragforget.models.loading import starting_model_key
-from ragforget.pipeline import RUN_ID_FILE, run_job
+from ragforget.pipeline import run_job
 from ragforget.training.checkpoint import load_checkpoint_folder
 from ragforget.training.module import RagFineTuner
-
-TINY = [
-    "model=tiny_random",
-    "train.max_examples=8",
-    "train.batch_size=2",
-    "trainer.max_steps=4",
-    "train.checkpoint_every_n_steps=2",
-    "retriever.top_k=2",
-    "prompt.max_passage_tokens=24",
-    "eval.odqa.max_questions=6",
-    "eval.odqa.max_new_tokens=4",
-    "eval.retention.tasks=[wiki_ppl]",
-    "eval.retention.limit=4",
-    "eval.shift.num_texts=4",
-    "eval.shift.max_tokens=32",
-    "logger.log_every_n_steps=2",
-]
-
-
-def tiny_config(tmp_path: Path, *overrides: str) -> DictConfig:
-    return compose_config([*TINY, f"paths.output_dir={tmp_path}", *overrides])
-
-
-def run_of(cfg: DictConfig, workdir: Path):  # noqa: ANN201 - an mlflow Run
-    client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
-    return client.get_run((workdir / RUN_ID_FILE).read_text().strip())
 
 
 @pytest.mark.parametrize("method", ["sft", "selfaug"])
@@ -118,7 +91,7 @@ def test_interrupted_run_resumes_into_the_same_mlflow_run(tmp_path: Path, monkey
         return original(self, batch, batch_idx)
 
     monkeypatch.setattr(RagFineTuner, "training_step", record_start)
-    run_job(compose_config([*TINY, f"paths.output_dir={tmp_path}", f"resume_dir={workdir}"]), tmp_path / "other")
+    run_job(compose_config([*TINY_TRAIN, f"paths.output_dir={tmp_path}", f"resume_dir={workdir}"]), tmp_path / "other")
     assert resumed_steps[0] == 2, "training continues from the step-2 checkpoint, not from scratch"
     second = run_of(cfg, workdir)
     assert second.info.run_id == first.info.run_id and second.info.status == "FINISHED"
@@ -138,9 +111,9 @@ def test_other_retrievers_run_end_to_end(tmp_path: Path, retriever: str) -> None
 def test_forgetting_curves_start_at_the_base_model_and_leave_training_unchanged(tmp_path: Path) -> None:
     """during/* at steps 0, 2 and 4; at step 0 (LoRA's B = 0) the model is its base: no shift, and the
     held-out text scores what the base model scores on the same items. Training is bit-identical without them."""
-    from ragforget.assets.prepare import prepare_assets
     from ragforget.evaluation.retention.runner import evaluate_retention
     from ragforget.models.loading import load_model, load_tokenizer
+    from ragforget.prepare import prepare_assets
 
     cfg = tiny_config(tmp_path, "method=selfaug", "model.lora.dropout=0.1", "eval.during_training.every_n_steps=2",
                       "eval.during_training.limit=3")

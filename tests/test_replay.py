@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
+from helpers import compose_config
 
 from ragforget.data.general import GeneralDataSource, PackagedShareGPT
 from ragforget.data.rag_examples import TrainingExample
 from ragforget.errors import ConfigError
-from ragforget.methods.base import MethodContext
+from ragforget.methods.base import Method, MethodContext
+from ragforget.methods.build import build_method
 from ragforget.methods.replay import MixGeneralData, general_count
 from ragforget.utils.io import write_jsonl
-
-from conftest import compose_config
 
 
 class ListSource(GeneralDataSource):
@@ -89,26 +88,49 @@ def test_rounding() -> None:
 
 @pytest.mark.parametrize("ratio", [-0.1, 1.5, "0.3", True])
 def test_bad_ratio_names_the_key(ratio: object) -> None:
-    with pytest.raises(ConfigError, match=r"method\.replay\.ratio"):
+    with pytest.raises(ConfigError) as error:
         MixGeneralData(ListSource(5), ratio=ratio)  # type: ignore[arg-type]
+    assert error.value.key == "ratio" and error.value.relative  # its own parameter: the config test adds the node
+    value = f"'{ratio}'" if isinstance(ratio, str) else str(ratio).lower()  # '0.3' stays a string, True is true
+    with pytest.raises(ConfigError) as error:
+        build_method(compose_config(["method=replay", f"method.transforms.replay.ratio={value}"]).method)
+    assert error.value.key == "method.transforms.replay.ratio"
 
 
-def test_not_a_source_names_general_data() -> None:
-    with pytest.raises(ConfigError, match="'general_data'"):
+def test_not_a_source_names_the_source_and_general_data() -> None:
+    with pytest.raises(ConfigError, match="set general_data=<source>") as error:
         MixGeneralData(source={"path": "x"}, ratio=0.1)  # type: ignore[arg-type]
+    assert error.value.key == "source" and error.value.relative
 
 
 def test_source_without_enough_rows_names_general_data(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"'general_data'.*has 0 usable row\(s\); replay needs 3"):
         MixGeneralData(ListSource(0), ratio=0.3)(rag_examples(10), context(tmp_path))
-    with pytest.raises(ConfigError, match=r"'general_data'.*has 2 usable row\(s\); replay needs 3.*replay.ratio"):
+    with pytest.raises(ConfigError, match=r"'general_data'.*has 2 usable row\(s\); replay needs 3.*lower the "
+                                          r"transform's ratio"):
         MixGeneralData(ListSource(2), ratio=0.3)(rag_examples(10), context(tmp_path))
 
 
+class CountedSource(ListSource):
+    """A source built inside the transform's node, whose size is set by its own ``instructions.count``."""
+
+    config_key = "instructions.count"
+    config_key_relative = True
+
+
+def test_a_source_too_small_is_named_by_its_own_key_under_the_transform(tmp_path: Path) -> None:
+    """At work, the transform's relative key goes under its source, then under the method's node."""
+    method = Method("m", transforms={"self_synth": MixGeneralData(CountedSource(2), ratio=0.3)}, config_key="method")
+    with pytest.raises(ConfigError, match="has 2 usable row") as error:
+        method.transform_data(rag_examples(10), context(tmp_path))
+    assert error.value.key == "method.transforms.self_synth.source.instructions.count"
+
+
 def test_config_wires_the_source_and_ratio() -> None:
-    method = instantiate(compose_config(["method=replay", "method.replay.ratio=0.3"]).method.impl)
+    method = build_method(compose_config(["method=replay", "method.transforms.replay.ratio=0.3"]).method)
     replay = method.transforms["replay"]
     assert isinstance(replay, MixGeneralData) and replay.ratio == 0.3
     assert isinstance(replay.source, PackagedShareGPT)
-    combined = instantiate(compose_config(["method=[selfaug,replay]", "method.name=selfaug+replay"]).method.impl)
-    assert set(combined.terms) == {"input_kl"} and set(combined.transforms) == {"replay"}
+    combined = build_method(compose_config(["method=[selfaug,replay]", "method.name=selfaug+replay"]).method)
+    assert set(combined.terms) == {"selfaug"} and set(combined.transforms) == {"replay"}
+    assert combined.name == "selfaug+replay"

@@ -12,16 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, TINY, cold_cache, compose_config, runs_in
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import cold_cache, compose_config
 from ragforget.assets.cache import resolve_cache_dir
 from ragforget.errors import ConfigError
 from ragforget.resume import resumed_config
 from ragforget.training.datamodule import ResumableSampler
 from ragforget.utils.io import TEMP_NAME
-from test_cli import ROOT, TINY, runs_in
 
 # 6 examples in batches of 2: 3 batches an epoch, so the step-2 and step-4 checkpoints fall mid-epoch.
 # LoRA dropout on: a resumed run must also draw the same dropout masks.
@@ -77,7 +76,7 @@ def test_overrides_that_change_the_run_are_refused_with_the_keys(tmp_path: Path)
     before = (folder / "config.yaml").read_text()
     with pytest.raises(ConfigError, match=r"method\.name") as error:
         resumed_config(compose_config(overrides), overrides)
-    assert "method.selfaug.alpha" in str(error.value)
+    assert "method.terms.selfaug.weight" in str(error.value)
     assert (folder / "config.yaml").read_text() == before
 
 
@@ -143,7 +142,7 @@ def _temporaries(root: Path) -> list[Path]:
 
 # (run, kill point, condition on the cache and the job folder). The prepare kill runs on a cold cache and
 # lands while a cache entry is half-written; its resume must sweep that away and build the same entry.
-RUN_WISE = [*TINY, "method=wise_ft", "method.wise_ft.weights=[0.25,0.5,1.0]", "train.max_examples=6",
+RUN_WISE = [*TINY, "method=wise_ft", "method.posthoc.weights=[0.25,0.5,1.0]", "train.max_examples=6",
             "trainer.max_steps=4", "train.checkpoint_every_n_steps=2", "logger.log_every_n_steps=1"]
 KILLS: list[tuple[list[str], str, Callable[[Path, Path], bool]]] = [
     (RUN, "during prepare", lambda cache, folder: bool(_temporaries(cache))),
@@ -167,7 +166,7 @@ def test_runs_killed_at_any_stage_resume_to_identical_results(tmp_path: Path) ->
         output_dir = tmp_path / point.replace(" ", "_")
         cache = cold_cache(tmp_path) if point == "during prepare" else resolve_cache_dir(None)
         killed = _run(output_dir, *run, f"paths.output_dir={output_dir}", f"paths.cache_dir={cache}")
-        _kill_when(killed, lambda: (f := _job_folder(output_dir)) is not None and reached(cache, f))
+        _kill_when(killed, lambda: (f := _job_folder(output_dir)) is not None and reached(cache, f))  # noqa: B023
         folder = _job_folder(output_dir)
         assert folder is not None and not _finished(folder), point
         resumed = _run(output_dir, f"resume_dir={folder}")

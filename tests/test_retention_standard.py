@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import lm_eval
-import torch
 import pytest
+import torch
 import yaml
+from helpers import compose_config
 
-from conftest import compose_config
 from ragforget.errors import ConfigError
 from ragforget.evaluation.retention.suites import StandardSuite
 

@@ -87,7 +87,8 @@ def test_number_words_instruction_round_trip() -> None:
               "kwargs": [{"relation": "less than", "num_words": 5}]}
     assert ifeval_like.score_response(record, "one two three")["prompt_level_strict_acc"] is True
     assert ifeval_like.score_response(record, "one two three four five six")["prompt_level_strict_acc"] is False
-    assert "less than 5 words" in ifeval_like.describe("length_constraints:number_words", {"relation": "less than", "num_words": 5})
+    description = ifeval_like.describe("length_constraints:number_words", {"relation": "less than", "num_words": 5})
+    assert "less than 5 words" in description
 
 
 def test_generation_scorers() -> None:

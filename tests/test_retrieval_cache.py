@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import visible
+from helpers import visible
 
 from ragforget.retrieval.base import Hit
 from ragforget.retrieval.bm25 import BM25Retriever

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-
-from conftest import compose_config
 
 from ragforget.retrieval.bm25 import BM25Retriever
 from ragforget.retrieval.closed_book import ClosedBookRetriever

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ragforget.evaluation.metrics import normalize_answer
+from ragforget.data.answers import normalize_answer
 from ragforget.retrieval.metrics import has_answer, recall_at_k
 
 

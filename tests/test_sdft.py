@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra.utils import instantiate
+from helpers import compose_config
+from omegaconf import OmegaConf
 
-from conftest import compose_config
 from ragforget.data.rag_examples import TrainingExample
 from ragforget.errors import ConfigError
 from ragforget.methods.base import MethodContext
-from ragforget.methods.sdft import DEFAULT_TEMPLATE, SelfDistill
+from ragforget.methods.build import build_method
+from ragforget.methods.sdft import SelfDistill
+from ragforget.models.generation import Generation
 from ragforget.models.loading import load_tokenizer
 
 SYSTEM = "Answer the question based on the given documents."
@@ -22,6 +26,18 @@ SYSTEM = "Answer the question based on the given documents."
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_path: str) -> Any:
     return load_tokenizer(tiny_model_path)
+
+
+@functools.cache
+def _config_settings() -> dict[str, Any]:
+    node = OmegaConf.to_container(compose_config(["method=sdft"]).method.transforms.sdft, resolve=True)
+    assert isinstance(node, dict)
+    return {key: value for key, value in node.items() if key != "_target_"}
+
+
+def distill(**overrides: Any) -> SelfDistill:
+    """A SelfDistill with conf/method/sdft.yaml's settings (their one home), ``overrides`` on top."""
+    return SelfDistill(**{**_config_settings(), **overrides})
 
 
 def context(tmp_path: Path, tokenizer: Any, model_path: str = "unused",
@@ -52,13 +68,13 @@ def examples() -> list[TrainingExample]:
 
 
 class FakeGenerator:
-    """Returns canned rewrites in order and records what it was asked."""
+    """Returns canned rewrites in order (a plain string is one that ended by itself) and records what it was asked."""
 
-    def __init__(self, outputs: list[str]) -> None:
-        self.outputs = outputs
+    def __init__(self, outputs: Sequence[str | Generation]) -> None:
+        self.outputs = [o if isinstance(o, Generation) else Generation(o, finished=True) for o in outputs]
         self.calls: list[Sequence[list[int]]] = []
 
-    def __call__(self, prompts: Sequence[list[int]], ctx: MethodContext) -> list[str]:
+    def __call__(self, prompts: Sequence[list[int]], ctx: MethodContext) -> list[Generation]:
         self.calls.append(prompts)
         return self.outputs[: len(prompts)]
 
@@ -75,7 +91,7 @@ REWRITES = [
 def test_keep_rule_by_hand(tmp_path: Path, tokenizer: Any) -> None:
     fake = FakeGenerator(REWRITES)
     ctx = context(tmp_path, tokenizer)
-    out = SelfDistill(generator=fake)(examples(), ctx)
+    out = distill(generator=fake)(examples(), ctx)
 
     assert [ex.id for ex in out] == ["q0", "g0", "q1", "q2", "q3"]
     assert [ex.target for ex in out] == [
@@ -89,8 +105,26 @@ def test_keep_rule_by_hand(tmp_path: Path, tokenizer: Any) -> None:
     assert ctx.metrics["sdft/cache_hit"] == 0.0
 
 
+def test_a_rewrite_cut_at_max_new_tokens_is_a_failed_rewrite(tmp_path: Path, tokenizer: Any) -> None:
+    """A rewrite that hit max_new_tokens keeps the original target, even if it contains the gold answer
+    (training on it would append an end-of-turn to half a sentence); the flag survives the cache."""
+    rewrites = [Generation("The capital of France is Paris, a city that", finished=False),  # gold, but cut
+                Generation("Hamlet was written by Shakespeare.", finished=True),          # kept
+                Generation("It is the Eiffel Tower, which", finished=False),              # gold, but cut
+                "It is JUPITER!"]                                                         # kept
+    ctx = context(tmp_path, tokenizer)
+    out = distill(generator=FakeGenerator(rewrites))(examples(), ctx)
+    assert [ex.target for ex in out] == ["Paris", "Autumn moonlight...", "Hamlet was written by Shakespeare.",
+                                         "The Eiffel Tower", "It is JUPITER!"]
+    assert ctx.metrics["sdft/kept_fraction"] == 0.5 and ctx.metrics["sdft/cut_fraction"] == 0.5
+
+    again = context(tmp_path, tokenizer)
+    assert distill(generator=FakeGenerator(["never used"] * 4))(examples(), again) == out
+    assert again.metrics["sdft/cache_hit"] == 1.0 and again.metrics["sdft/cut_fraction"] == 0.5
+
+
 def test_banned_phrases_are_configurable(tmp_path: Path, tokenizer: Any) -> None:
-    transform = SelfDistill(generator=FakeGenerator(REWRITES), banned=["PARIS."])
+    transform = distill(generator=FakeGenerator(REWRITES), banned=["PARIS."])
     out = transform(examples(), context(tmp_path, tokenizer))
     # "reference" is no longer banned, so q2 is kept; "paris." (any case) now is, so q0 keeps its original.
     assert out[3].target == "Per the Reference answer, it is the eiffel tower."
@@ -99,7 +133,7 @@ def test_banned_phrases_are_configurable(tmp_path: Path, tokenizer: Any) -> None
 
 def test_chat_prompt_appends_the_reference_to_the_user_turn(tmp_path: Path, tokenizer: Any) -> None:
     fake = FakeGenerator(REWRITES)
-    SelfDistill(generator=fake)(examples(), context(tmp_path, tokenizer))
+    distill(generator=fake)(examples(), context(tmp_path, tokenizer))
     text = tokenizer.decode(fake.calls[0][0])
     user = "Question: Capital of France?\n\nReference answer: Paris\n\n" \
            "Refer to the reference answer and write your own response."
@@ -109,17 +143,17 @@ def test_chat_prompt_appends_the_reference_to_the_user_turn(tmp_path: Path, toke
 
 def test_plain_prompt_moves_the_answer_cue_after_the_reference(tmp_path: Path, tokenizer: Any) -> None:
     fake = FakeGenerator(REWRITES)
-    SelfDistill(generator=fake)(examples(), context(tmp_path, tokenizer, chat_template=False))
+    distill(generator=fake)(examples(), context(tmp_path, tokenizer, chat_template=False))
     text = tokenizer.decode(fake.calls[0][0])
     assert text == (f"{SYSTEM}\n\nQuestion: Capital of France?\n\nReference answer: Paris\n\n"
                     "Refer to the reference answer and write your own response.\nAnswer:")
 
 
 def test_cache_hit_skips_generation(tmp_path: Path, tokenizer: Any) -> None:
-    first = SelfDistill(generator=FakeGenerator(REWRITES))(examples(), context(tmp_path, tokenizer))
+    first = distill(generator=FakeGenerator(REWRITES))(examples(), context(tmp_path, tokenizer))
     again = FakeGenerator(["never used"] * 4)
     ctx = context(tmp_path, tokenizer)
-    second = SelfDistill(generator=again)(examples(), ctx)
+    second = distill(generator=again)(examples(), ctx)
     assert again.calls == []
     assert second == first
     assert ctx.metrics["sdft/cache_hit"] == 1.0 and ctx.metrics["sdft/rewrite_s"] == 0.0
@@ -132,61 +166,74 @@ def test_cache_hit_skips_generation(tmp_path: Path, tokenizer: Any) -> None:
 ])
 def test_cache_key_changes_with_prompt_and_generation_settings(tmp_path: Path, tokenizer: Any,
                                                                change: dict[str, Any]) -> None:
-    SelfDistill(generator=FakeGenerator(REWRITES))(examples(), context(tmp_path, tokenizer))
+    distill(generator=FakeGenerator(REWRITES))(examples(), context(tmp_path, tokenizer))
     again = FakeGenerator(REWRITES)
-    SelfDistill(generator=again, **change)(examples(), context(tmp_path, tokenizer))
+    distill(generator=again, **change)(examples(), context(tmp_path, tokenizer))
     assert len(again.calls) == 1
 
 
 def test_cache_key_changes_with_the_targets(tmp_path: Path, tokenizer: Any) -> None:
-    SelfDistill(generator=FakeGenerator(REWRITES))(examples(), context(tmp_path, tokenizer))
+    distill(generator=FakeGenerator(REWRITES))(examples(), context(tmp_path, tokenizer))
     changed = examples()
     changed[0].target = "Paris, France"
     again = FakeGenerator(REWRITES)
-    SelfDistill(generator=again)(changed, context(tmp_path, tokenizer))
+    distill(generator=again)(changed, context(tmp_path, tokenizer))
     assert len(again.calls) == 1
 
 
 def test_only_general_data_is_returned_as_is(tmp_path: Path, tokenizer: Any) -> None:
     fake = FakeGenerator([])
     ctx = context(tmp_path, tokenizer)
-    assert SelfDistill(generator=fake)([general()], ctx) == [general()]
+    assert distill(generator=fake)([general()], ctx) == [general()]
     assert fake.calls == [] and ctx.metrics["sdft/kept_fraction"] == 0.0
 
 
 @pytest.mark.parametrize("kwargs, key", [
-    ({"max_new_tokens": 0}, "method.sdft.max_new_tokens"),
-    ({"batch_size": -1}, "method.sdft.batch_size"),
-    ({"template": "{request} only"}, "method.sdft.template"),
-    ({"template": "{request} {reference} {extra}"}, "method.sdft.template"),
-    ({"template": "{request} {reference"}, "method.sdft.template"),
-    ({"banned": ["reference", " "]}, "method.sdft.banned"),
+    ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"batch_size": -1}, "batch_size"),
+    ({"template": "{request} only"}, "template"),
+    ({"template": "{request} {reference} {extra}"}, "template"),
+    ({"template": "{request} {reference"}, "template"),
+    ({"banned": ["reference", " "]}, "banned"),
     ({"device": "gpu0"}, "device"),
 ])
 def test_bad_settings_name_their_key(kwargs: dict[str, Any], key: str) -> None:
+    """Its own parameters are relative keys (the config test below adds the node); device is the global key."""
     with pytest.raises(ConfigError) as error:
-        SelfDistill(**kwargs)
-    assert error.value.key == key
+        distill(**kwargs)
+    assert error.value.key == key and error.value.relative == (key != "device")
+
+
+def test_bad_settings_in_the_config_name_the_full_key() -> None:
+    with pytest.raises(ConfigError) as error:
+        build_method(compose_config(["method=sdft", "method.transforms.sdft.template='{reference} only'"]).method)
+    assert error.value.key == "method.transforms.sdft.template"
 
 
 def test_config_builds_the_transform_with_the_paper_template() -> None:
-    method = instantiate(compose_config(["method=sdft"]).method.impl)
+    method = build_method(compose_config(["method=sdft"]).method)
     transform = method.transforms["sdft"]
     assert isinstance(transform, SelfDistill)
-    assert transform.template == DEFAULT_TEMPLATE
+    # The SDFT repo's distillation prompt ("alpaca_distill_refer") around the user turn.
+    assert transform.template == ("{request}\n\nReference answer: {reference}\n\n"
+                                  "Refer to the reference answer and write your own response.")
     assert (transform.max_new_tokens, transform.batch_size) == (48, 16)
-    assert "reference" in transform.banned
+    assert transform.banned == ["reference", "your own response", "your response", "my response", "your turn"]
 
 
 def test_real_rewrite_on_the_tiny_model(tmp_path: Path, tokenizer: Any, tiny_model_path: str) -> None:
     data = [ex for ex in examples() if ex.golden_answers][:3]
     ctx = context(tmp_path, tokenizer, model_path=tiny_model_path)
-    transform = SelfDistill(max_new_tokens=4, batch_size=2, device="cpu")
+    transform = distill(max_new_tokens=4, batch_size=2, device="cpu")
     out = transform(data, ctx)
 
     assert [ex.id for ex in out] == [ex.id for ex in data]
     for before, after in zip(data, out):
         assert after.target == before.target or transform.keeps(after.target, before)
-    cached = (transform.cache_folder(data, ctx) / "rewrites.jsonl").read_text().splitlines()
+    cached = [json.loads(line) for line in
+              (transform.cache_folder(data, ctx) / "rewrites.jsonl").read_text().splitlines()]
     assert len(cached) == 3
+    for record, before, after in zip(cached, data, out):  # 4 new tokens: most rewrites are cut
+        assert record["finished"] or after.target == before.target
+    assert ctx.metrics["sdft/cut_fraction"] == pytest.approx(sum(not r["finished"] for r in cached) / 3)
     assert ctx.metrics["sdft/cache_hit"] == 0.0 and ctx.metrics["sdft/rewrite_s"] > 0

@@ -6,8 +6,14 @@ import math
 
 import pytest
 
-from ragforget.evaluation.statistics import (ItemScores, minimum_detectable_effect, paired_bootstrap,
-                                             paired_macro_bootstrap, pearson_interval, t_interval)
+from ragforget.evaluation.statistics import (
+    ItemScores,
+    minimum_detectable_effect,
+    paired_bootstrap,
+    paired_macro_bootstrap,
+    pearson_interval,
+    t_interval,
+)
 
 
 def scores(values: list[float], den: list[float] | None = None, ids: list[str] | None = None,

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from helpers import ROOT, TINY, run_cli, runs_in
 from hydra.types import RunMode
-from test_cli import ROOT, TINY, run_cli, runs_in
 from test_report import report_cfg
 
 from ragforget.errors import ConfigError
@@ -97,13 +97,13 @@ def test_optuna_sweep_of_two_trials_on_the_tiny_model(tmp_path: Path) -> None:
     runs = runs_in(tmp_path, "selfaug_optuna")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     assert len({r.data.tags["sweep_id"] for r in runs}) == 1
-    alphas = {float(r.data.params["method.selfaug.alpha"]) for r in runs}
+    alphas = {float(r.data.params["method.terms.selfaug.weight"]) for r in runs}
     assert len(alphas) == 2 and all(0.05 <= a <= 1.0 for a in alphas)
     (results,) = (tmp_path / "multirun").glob("*/optimization_results.yaml")
     best = yaml.safe_load(results.read_text())
     objectives = [r.data.metrics["odqa/acc"] + r.data.metrics["retention/macro_avg"] for r in runs]
     assert best["best_value"] == pytest.approx(max(objectives))
-    assert set(best["best_params"]) == {"method.selfaug.alpha", "train.lr"}
+    assert set(best["best_params"]) == {"method.terms.selfaug.weight", "train.lr"}
 
 
 
@@ -126,14 +126,14 @@ import ragforget.env
 ragforget.env.apply_defaults()
 import math, runpy, sys
 from hydra.core.hydra_config import HydraConfig
-from ragforget.pipeline import Job
-evaluate = Job.evaluate
-def diverged(self, *args, **kwargs):
-    metrics = evaluate(self, *args, **kwargs)
+import ragforget.pipeline as pipeline
+evaluate = pipeline.evaluate_trained
+def diverged(*args, **kwargs):
+    metrics = evaluate(*args, **kwargs)
     if HydraConfig.get().job.num == 0:
         metrics["retention/macro_avg"] = math.nan
     return metrics
-Job.evaluate = diverged
+pipeline.evaluate_trained = diverged
 sys.argv[0] = "run.py"
 runpy.run_path("run.py", run_name="__main__")
 """

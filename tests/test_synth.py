@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from synth_fakes import scripted_generate
 from transformers import AutoTokenizer
 
 from ragforget.errors import ConfigError, DataError
-from ragforget.evaluation.generation import Sampling, generate_batch
+from ragforget.models.generation import Sampling, generate_batch
 from ragforget.models.loading import load_model
 from ragforget.synth.committee import Member
 from ragforget.synth.instructions import clean_instructions, end_of_turn_ids, pre_query_ids, pre_query_prefix
@@ -25,7 +26,6 @@ from ragforget.synth.synthesizer import (
     Synthesizer,
     trim_to_sentence,
 )
-from synth_fakes import scripted_generate
 
 SMOLLM2_PREFIX = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
                   "<|im_end|>\n<|im_start|>user\n")
@@ -58,8 +58,8 @@ def test_pre_query_prefix_of_a_template_without_system_prompt(tiny_model_path: s
 def test_a_model_without_chat_template_is_refused_naming_the_key(tiny_model_path: str) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
     tokenizer.chat_template = None
-    with pytest.raises(ConfigError, match="method.self_synth.instruction_model"):
-        pre_query_prefix(tokenizer, "method.self_synth.instruction_model")
+    with pytest.raises(ConfigError, match="'model.chat_template'"):  # the key the synthesizer names
+        pre_query_prefix(tokenizer, "model.chat_template")
 
 
 def test_cleaning_drops_empty_truncated_and_normalized_duplicates() -> None:
@@ -258,44 +258,67 @@ def test_sampling_is_seeded_and_reports_unfinished_generations(tiny_model_path: 
 
 # --- settings ----------------------------------------------------------------------------------------
 
+SOURCE = "method.transforms.self_synth.source"  # where conf/method/self_synth.yaml builds the source
+
+
 @pytest.mark.parametrize(("override", "key"), [
-    ("method.self_synth.instructions.count=0", "method.self_synth.instructions.count"),
-    ("method.self_synth.responses.top_p=1.5", "method.self_synth.responses.top_p"),
-    ("method.self_synth.judge.threshold=6", "method.self_synth.judge.threshold"),
-    ("method.self_synth.judge.rubric='Rate {response}'", "method.self_synth.judge.rubric"),
-    ("+method.self_synth.responses.temprature=0.5", "method.self_synth.responses.temprature"),
-    ("method.self_synth.committee={self:null,qwen25_coder_05b:null}", "method.self_synth.committee"),
-    ("method.self_synth.ratio=2", "method.self_synth.ratio"),
+    (f"{SOURCE}.instructions.count=0", f"{SOURCE}.instructions.count"),
+    (f"{SOURCE}.responses.top_p=1.5", f"{SOURCE}.responses.top_p"),
+    (f"{SOURCE}.judge.threshold=6", f"{SOURCE}.judge.threshold"),
+    (f"{SOURCE}.judge.rubric='Rate {{response}}'", f"{SOURCE}.judge.rubric"),
+    (f"+{SOURCE}.responses.temprature=0.5", f"{SOURCE}.responses.temprature"),
+    (f"{SOURCE}.committee={{self:null,qwen25_coder_05b:null}}", f"{SOURCE}.committee"),
+    (f"{SOURCE}.oversample=0", f"{SOURCE}.oversample"),
+    (f"{SOURCE}.generator={{_target_:builtins.dict,_partial_:false}}", f"{SOURCE}.generator"),  # {}: not callable
+    ("method.transforms.self_synth.ratio=2", "method.transforms.self_synth.ratio"),
     ("device=tpu", "device"),
 ])
 def test_bad_self_synth_settings_name_their_key(override: str, key: str) -> None:
-    from conftest import compose_config
-    from ragforget.utils.instantiate import instantiate
+    from helpers import compose_config
+
+    from ragforget.methods.build import build_method
 
     cfg = compose_config(["method=self_synth", override])
     with pytest.raises(ConfigError, match=f"'{key}'"):
-        instantiate(cfg.method.impl)
+        build_method(cfg.method)
+
+
+def test_a_bad_value_inside_the_generator_node_names_its_full_key() -> None:
+    """The generator's node reaches the source detached (it instantiates it itself): the source puts
+    'generator' in front of the relative key, and the node the source was built from goes before that."""
+    from helpers import compose_config
+
+    from ragforget.methods.build import build_method
+
+    cfg = compose_config(["method=self_synth", f"~{SOURCE}.generator",
+                          f"+{SOURCE}.generator={{_target_:ragforget.methods.l2sp.L2SP,weight:-1}}"])
+    with pytest.raises(ConfigError) as error:
+        build_method(cfg.method)
+    assert error.value.key == f"{SOURCE}.generator.weight"
 
 
 def test_instruction_count_needs_a_known_number_of_training_examples() -> None:
+    from helpers import compose_config
     from omegaconf import OmegaConf
 
-    from conftest import compose_config
-
     cfg = compose_config(["method=self_synth", "experiment=quick"])
-    assert cfg.method.self_synth.instructions.count == 30  # 2.5 x 0.1 x 120
+    assert cfg.method.transforms.self_synth.source.instructions.count == 30  # 2.5 x 0.1 x 120
+    cfg = compose_config(["method=self_synth", "experiment=quick", "method.transforms.self_synth.ratio=0.2",
+                          "method.transforms.self_synth.source.oversample=3"])
+    assert cfg.method.transforms.self_synth.source.instructions.count == 72  # 3 x 0.2 x 120
     cfg = compose_config(["method=self_synth", "train.max_examples=null"])
     with pytest.raises(Exception, match="ceil_product got null.*set the value explicitly"):
-        OmegaConf.to_container(cfg.method.self_synth, resolve=True)
+        OmegaConf.to_container(cfg.method.transforms.self_synth, resolve=True)
 
 
 def test_ablation_configs_shrink_the_committee_and_the_filter() -> None:
-    from conftest import compose_config
-    from ragforget.utils.instantiate import instantiate
+    from helpers import compose_config
+
+    from ragforget.methods.build import build_method
 
     def built(name: str) -> Synthesizer:
         cfg = compose_config([f"method={name}"])
-        source = instantiate(cfg.method.impl).transforms["self_synth"].source
+        source = build_method(cfg.method).transforms["self_synth"].source
         assert isinstance(source, SynthesizedGeneralData)
         return source.synthesizer
 
@@ -313,29 +336,29 @@ def test_ablation_configs_shrink_the_committee_and_the_filter() -> None:
 
 def self_synth_config(tmp_path: Path, tiny_model_path: str, *overrides: str) -> Any:
     """method=self_synth on the tiny model, with a second member loaded the Hub way (hf config, local dir)."""
-    from test_pipeline_e2e import tiny_config
+    from helpers import tiny_config
 
-    return tiny_config(tmp_path, "method=self_synth", "method.self_synth.committee.qwen25_coder_05b=null",
-                       "+model@method.self_synth.committee.local=hf",
-                       f"method.self_synth.committee.local.name_or_path={tiny_model_path}",
-                       "method.self_synth.committee.local.dtype=float32",
-                       "method.self_synth.instructions.count=8", "method.self_synth.responses.max_new_tokens=8",
-                       "method.self_synth.generator._target_=synth_fakes.scripted_generate", *overrides)
+    return tiny_config(tmp_path, "method=self_synth", f"{SOURCE}.committee.qwen25_coder_05b=null",
+                       f"+model@{SOURCE}.committee.local=hf",
+                       f"{SOURCE}.committee.local.name_or_path={tiny_model_path}",
+                       f"{SOURCE}.committee.local.dtype=float32",
+                       f"{SOURCE}.instructions.count=8", f"{SOURCE}.responses.max_new_tokens=8",
+                       f"{SOURCE}.generator._target_=synth_fakes.scripted_generate", *overrides)
 
 
 def test_synthesize_stage_alone_then_training_reuses_the_set(tmp_path: Path, tiny_model_path: str) -> None:
+    from helpers import run_of
     from mlflow.tracking import MlflowClient
 
     from ragforget.pipeline import run_job
-    from test_pipeline_e2e import run_of
 
     cfg = self_synth_config(tmp_path, tiny_model_path, "stage=synthesize")
     metrics = run_job(cfg, tmp_path / "synth")
     assert metrics["self_synth/instructions_sampled"] == 8 and metrics["self_synth/rows"] >= 1
     run = run_of(cfg, tmp_path / "synth")
     assert run.data.tags["method"] == "self_synth" and run.data.tags["stage"] == "synthesize"
-    assert run.data.params["method.self_synth.instructions.count"] == "8"
-    assert run.data.params["method.self_synth.committee.local.name_or_path"] == tiny_model_path
+    assert run.data.params[f"{SOURCE}.instructions.count"] == "8"
+    assert run.data.params[f"{SOURCE}.committee.local.name_or_path"] == tiny_model_path
     client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "general_data")}
     assert {f"general_data/{name}" for name in ("dataset.jsonl", "general.jsonl", "stats.json",
@@ -352,7 +375,8 @@ def test_synthesize_stage_alone_then_training_reuses_the_set(tmp_path: Path, tin
 def test_a_cold_and_a_warm_cache_train_the_same_adapter(tmp_path: Path, tiny_model_path: str) -> None:
     """Synthesizing on a cold cache draws from the global RNGs, reading the set from a warm one does not:
     the model's init and training must not depend on which happened."""
-    from conftest import cold_cache
+    from helpers import cold_cache
+
     from ragforget.pipeline import run_job
 
     cfg = self_synth_config(tmp_path, tiny_model_path, f"paths.cache_dir={cold_cache(tmp_path)}")

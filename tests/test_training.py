@@ -1,17 +1,26 @@
-"""The training loop on the tiny model: the reference pass, method parts."""
+"""The training loop on the tiny model: the reference pass, method parts, the Trainer's configured callbacks."""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
+import lightning as L
 import pytest
 import torch
+from helpers import compose_config
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
 
-from conftest import compose_config
+from ragforget.data.rag_examples import TrainingExample
 from ragforget.errors import ConfigError
 from ragforget.methods.base import DataTransform, Method, MethodContext, StepTensors
 from ragforget.methods.selfaug import InputKL
 from ragforget.models.head import final_hidden
-from ragforget.models.loading import attach_lora, load_model
+from ragforget.models.loading import attach_lora, load_model, load_tokenizer
 from ragforget.training.reference import ReferenceModel
+from ragforget.training.train import build_trainable_model, fit
+from ragforget.validation import validate_config
 
 
 def _batch() -> dict[str, torch.Tensor]:
@@ -68,10 +77,10 @@ def test_selfaug_kl_is_zero_exactly_when_policy_is_the_reference(tiny_model_path
     batch = _batch()
     reference = ReferenceModel(model).outputs(batch)
     step = StepTensors(batch=batch, policy=final_hidden(model, batch), reference=reference, model=model)
-    assert InputKL(weight=0.5)(step).item() > 1e-6
+    assert InputKL(weight=0.5, direction="forward")(step).item() > 1e-6
     with model.disable_adapter():
         step = StepTensors(batch=batch, policy=final_hidden(model, batch), reference=reference, model=model)
-        assert InputKL(weight=0.5)(step).item() == pytest.approx(0.0, abs=1e-7)
+        assert InputKL(weight=0.5, direction="forward")(step).item() == pytest.approx(0.0, abs=1e-7)
 
 
 def test_full_finetuning_reference_is_a_frozen_copy_with_dropout_off(tiny_model_path: str) -> None:
@@ -92,11 +101,13 @@ def test_full_finetuning_reference_is_a_frozen_copy_with_dropout_off(tiny_model_
 
 
 def test_method_rejects_parts_of_the_wrong_kind_naming_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"method\.impl\.terms\.oops"):
+    """Keys relative to the method's node (build_method puts the node's key, ``method``, in front)."""
+    with pytest.raises(ConfigError, match=r"'terms\.oops'") as error:
         Method("x", terms={"oops": torch.nn.Identity()})  # type: ignore[dict-item]
-    with pytest.raises(ConfigError, match=r"method\.impl\.transforms\.mix"):
+    assert error.value.relative
+    with pytest.raises(ConfigError, match=r"'transforms\.mix'"):
         Method("x", transforms={"mix": lambda examples, context: examples})  # type: ignore[dict-item]
-    with pytest.raises(ConfigError, match=r"method\.impl\.posthoc"):
+    with pytest.raises(ConfigError, match=r"'posthoc'"):
         Method("x", posthoc=object())  # type: ignore[arg-type]
 
 
@@ -111,3 +122,65 @@ def test_method_applies_transforms_in_config_order() -> None:
     method = Method("x", transforms={"first": Append("a"), "second": Append("b")})
     assert method.transform_data([], None) == ["a", "b"]  # type: ignore[arg-type]
     assert isinstance(Method("x").optimizer([torch.nn.Parameter(torch.zeros(1))], lr=0.1), torch.optim.AdamW)
+
+
+EARLY_STOPPING = ["+callbacks.early_stopping._target_=lightning.pytorch.callbacks.EarlyStopping",
+                  "+callbacks.early_stopping.monitor=train/nll", "+callbacks.early_stopping.check_on_train_epoch_end=true"]
+
+
+def test_a_callback_and_a_logger_from_the_command_line_join_the_trainer(tiny_model_path: str, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """EarlyStopping added as a user types it, CSV logging from conf/lightning_loggers/: the Trainer gets both
+    beside the default progress bar and the checkpoints resuming needs, and both run (one epoch of two steps)."""
+    cfg = compose_config(["model=tiny_random", "train.batch_size=2", "trainer.max_steps=2", "trainer.log_every_n_steps=1",
+                          *EARLY_STOPPING, "lightning_loggers=csv", f"paths.output_dir={tmp_path}"])
+    validate_config(cfg, sweeping=False)
+    trainers: list[L.Trainer] = []
+    original = L.Trainer.fit
+
+    def recording_fit(trainer: L.Trainer, *args: object, **kwargs: object) -> None:
+        trainers.append(trainer)
+        original(trainer, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(L.Trainer, "fit", recording_fit)
+    examples = [TrainingExample(id=f"q{i}", messages=[{"role": "user", "content": f"What is {i} + {i}?"}],
+                                plain_text=f"What is {i} + {i}?", target=str(2 * i)) for i in range(4)]
+    fit(cfg, build_trainable_model(cfg, tiny_model_path), load_tokenizer(tiny_model_path), Method("sft"), examples,
+        tmp_path / "job", run=None)
+
+    (trainer,) = trainers
+    assert trainer.global_step == 2
+    (stopping,) = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]
+    assert stopping.monitor == "train/nll" and torch.isfinite(stopping.best_score)  # it read the epoch's loss
+    assert isinstance(trainer.progress_bar_callback, TQDMProgressBar)  # conf/callbacks/progress_bar.yaml
+    assert any(isinstance(c, ModelCheckpoint) for c in trainer.callbacks)  # built in code: resume relies on it
+    assert (tmp_path / "job" / "lightning" / "last.ckpt").exists()
+    (logger,) = trainer.loggers
+    assert isinstance(logger, CSVLogger)
+    with open(Path(logger.log_dir) / "metrics.csv", newline="") as handle:
+        assert [row["step"] for row in csv.DictReader(handle) if row["train/nll"]] == ["0", "1"]
+
+
+@pytest.mark.parametrize(("overrides", "key", "problem"), [
+    (["+callbacks.stop.monitor=train/nll"], "callbacks.stop", "has no _target_"),
+    (["+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStoping"], "callbacks.stop._target_",
+     "not an importable class"),
+    (["+callbacks.csv._target_=lightning.pytorch.loggers.CSVLogger"], "callbacks.csv._target_", "is not a"),
+    (["+lightning_loggers.stop._target_=lightning.pytorch.callbacks.EarlyStopping"], "lightning_loggers.stop._target_",
+     "is not a"),
+    (["+callbacks.rich._target_=lightning.pytorch.callbacks.RichProgressBar"], "callbacks", "2 progress bars"),
+    (["+trainer.enable_progress_bar=false"], "trainer.enable_progress_bar", "callbacks.progress_bar adds"),
+])
+def test_a_callback_or_logger_that_cannot_work_fails_before_any_work(overrides: list[str], key: str,
+                                                                     problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_config(compose_config(overrides), sweeping=False)
+    assert info.value.key == key and problem in str(info.value)
+
+
+@pytest.mark.parametrize("overrides", [["callbacks=[default,early_stopping]"], ["callbacks=[default,rich_progress_bar]"],
+                                       ["callbacks=none", "+trainer.enable_progress_bar=false"],
+                                       ["callbacks.progress_bar=null", "+trainer.enable_progress_bar=false"],
+                                       ["lightning_loggers=csv"], EARLY_STOPPING])
+def test_the_ready_callback_and_logger_files_are_valid(overrides: list[str]) -> None:
+    validate_config(compose_config(overrides), sweeping=False)

@@ -15,19 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CONF_DIR, compose_config
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
+from test_configs import REQUIRED_OVERRIDES, SWEEPS, _options, hydra_composed
 
-from conftest import CONF_DIR, compose_config
 from ragforget.data.corpus import LocalJsonlCorpus
 from ragforget.data.records import load_corpus, load_qa
 from ragforget.errors import ConfigError, DataError
-from ragforget.pipeline import Job
+from ragforget.pipeline import Job, prepare
 from ragforget.validation import validate_config
-from test_configs import REQUIRED_OVERRIDES, SWEEPS, _options, hydra_composed
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _composed(groups: tuple[str, ...]) -> DictConfig:
     return compose_config(list(groups))
 
@@ -121,21 +121,24 @@ BAD_SETTINGS = [
     bad("retriever=invar", "dataset=popqa", "dataset.corpus.path=/x.jsonl", "method=base", key="dataset.train_split",
         shows="retriever adapter"),
     # methods
-    bad("method=selfaug", "method.selfaug.alpha=-0.1", key="method.selfaug.alpha", shows="-0.1"),
-    bad("method=selfaug", "method.selfaug.alpha=abc", key="method.selfaug.alpha", shows="'abc'"),
-    bad("method=output_kl", "method.output_kl.beta=-1", key="method.output_kl.beta", shows="-1"),
-    bad("method=l2sp", "method.l2sp.alpha=abc", key="method.l2sp.alpha", shows="'abc'"),
-    bad("method=ewc", "method.ewc.lambda=-1", key="method.ewc.lambda", shows="-1"),
-    bad("method=ewc", "method.ewc.num_samples=0", key="method.ewc.num_samples", shows="got 0"),
-    bad("method=orthogonal", "method.orthogonal.lambda=abc", key="method.orthogonal.lambda", shows="'abc'"),
-    bad("method=replay", "method.replay.ratio=1.5", key="method.replay.ratio", shows="1.5"),
-    bad("method=self_synth", "method.self_synth.ratio=-0.1", key="method.self_synth.ratio", shows="-0.1"),
-    bad("method=mofo", "method.mofo.fraction=0", key="method.mofo.fraction", shows="got 0"),
-    bad("method=wise_ft", "method.wise_ft.weights=[0.5,1.5]", key="method.wise_ft.weights", shows="1.5"),
-    bad("method=wise_ft", "method.wise_ft.weights=[]", key="method.wise_ft.weights", shows="[]"),
-    bad("method=sdft", "method.sdft.max_new_tokens=0", key="method.sdft.max_new_tokens", shows="got 0"),
-    bad("method=self_synth", "method.self_synth.oversample=abc", key="method.self_synth.oversample", shows="'abc'"),
-    bad("method=self_synth", "train.max_examples=null", key="method.self_synth.instructions.count",
+    bad("method=selfaug", "method.terms.selfaug.weight=-0.1", key="method.terms.selfaug.weight", shows="-0.1"),
+    bad("method=selfaug", "method.terms.selfaug.weight=abc", key="method.terms.selfaug.weight", shows="'abc'"),
+    bad("method=output_kl", "method.terms.output_kl.weight=-1", key="method.terms.output_kl.weight", shows="-1"),
+    bad("method=l2sp", "method.terms.l2sp.weight=abc", key="method.terms.l2sp.weight", shows="'abc'"),
+    bad("method=ewc", "method.terms.ewc.weight=-1", key="method.terms.ewc.weight", shows="-1"),
+    bad("method=ewc", "method.terms.ewc.num_samples=0", key="method.terms.ewc.num_samples", shows="got 0"),
+    bad("method=orthogonal", "method.terms.orthogonal.weight=abc", key="method.terms.orthogonal.weight", shows="'abc'"),
+    bad("method=replay", "method.transforms.replay.ratio=1.5", key="method.transforms.replay.ratio", shows="1.5"),
+    bad("method=self_synth", "method.transforms.self_synth.ratio=-0.1", key="method.transforms.self_synth.ratio",
+        shows="-0.1"),
+    bad("method=mofo", "method.optimizer.fraction=0", key="method.optimizer.fraction", shows="got 0"),
+    bad("method=wise_ft", "method.posthoc.weights=[0.5,1.5]", key="method.posthoc.weights", shows="1.5"),
+    bad("method=wise_ft", "method.posthoc.weights=[]", key="method.posthoc.weights", shows="[]"),
+    bad("method=sdft", "method.transforms.sdft.max_new_tokens=0", key="method.transforms.sdft.max_new_tokens",
+        shows="got 0"),
+    bad("method=self_synth", "method.transforms.self_synth.source.oversample=abc",
+        key="method.transforms.self_synth.source.oversample", shows="'abc'"),
+    bad("method=self_synth", "train.max_examples=null", key="method.transforms.self_synth.source.instructions.count",
         shows="ceil_product got null"),
     # where inference runs
     bad("device=gpu", key="device", shows="'gpu'"),
@@ -166,7 +169,7 @@ def test_good_edge_values_pass(tmp_path: Path) -> None:
     OmegaConf.save(compose_config(), checkpoint / "config.yaml")
     for overrides in (["train.max_examples=null", "eval.odqa.max_questions=null", "train.warmup_ratio=0",
                        "trainer.max_steps=-1", "trainer.max_epochs=2", "train.max_length=32", "device=cpu"],
-                      ["retriever=none"], ["method=selfaug", "method.selfaug.alpha=0"],
+                      ["retriever=none"], ["method=selfaug", "method.terms.selfaug.weight=0"],
                       ["stage=evaluate", f"checkpoint={checkpoint}"], [f"resume_dir={checkpoint}"],
                       ["dataset.eval_split=validation"], ["dataset=popqa", "dataset.corpus.path=/x.jsonl",
                                                           "method=base"]):
@@ -236,7 +239,7 @@ def test_top_k_larger_than_the_corpus_is_refused(tmp_path: Path) -> None:
     corpus.write_text("\n".join(passage_line(f"p{i}") for i in range(2)) + "\n", encoding="utf-8")
     overrides = ["model=tiny_random", "dataset.corpus._target_=ragforget.data.corpus.LocalJsonlCorpus",
                  f"+dataset.corpus.path={corpus}", f"paths.output_dir={tmp_path}"]
-    Job(compose_config([*overrides, "retriever.top_k=2"]), tmp_path).prepare()
+    prepare(Job.for_config(compose_config([*overrides, "retriever.top_k=2"]), tmp_path), None)
     with pytest.raises(ConfigError) as info:
-        Job(compose_config([*overrides, "retriever.top_k=3"]), tmp_path).prepare()
+        prepare(Job.for_config(compose_config([*overrides, "retriever.top_k=3"]), tmp_path), None)
     assert info.value.key == "retriever.top_k" and "only 2 passage(s)" in str(info.value)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import compose_config
 from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers.pytorch_utils import Conv1D
@@ -18,12 +19,13 @@ from ragforget.data.general import GeneralDataSource
 from ragforget.errors import ConfigError
 from ragforget.methods import ewc as ewc_module
 from ragforget.methods.base import MethodContext, StepTensors
-from ragforget.models.head import FinalHidden, LinearHead
+from ragforget.methods.build import build_method
 from ragforget.methods.deltas import ParameterSnapshot, effective_delta, lora_layers, squared_delta_norm
 from ragforget.methods.ewc import EWC, fisher_weighted_delta_norm
 from ragforget.methods.fisher import diagonal_fisher, gradients_enabled
 from ragforget.methods.l2sp import L2SP
 from ragforget.methods.orthogonal import OrthogonalLoRA, base_energy_share
+from ragforget.models.head import FinalHidden, LinearHead
 from ragforget.models.loading import attach_lora, load_model, load_tokenizer
 
 # The hand-worked layer used throughout: rank 1, scaling s = lora_alpha / r = 0.5.
@@ -75,6 +77,12 @@ class _RowsSource(GeneralDataSource):
                  for i in range(self.rows)]
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return path
+
+
+def _ewc(**settings: Any) -> EWC:
+    """An EWC term on two fixed rows; ``settings`` override the rest (max_length None: the context's)."""
+    return EWC(**{"source": _RowsSource(), "weight": 1.0, "num_samples": 2, "max_length": None, "normalize": True,
+                  **settings})
 
 
 # --- deltas -------------------------------------------------------------------------------------
@@ -212,7 +220,7 @@ def _fake_fisher(value: list[list[float]]) -> Any:
 def test_ewc_lora_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, normalize: bool, expected: float) -> None:
     monkeypatch.setattr(ewc_module, "estimate_fisher", _fake_fisher(FISHER_HAND))
     model = _hand_lora()
-    term = EWC(_RowsSource(), weight=2.0, num_samples=2, normalize=normalize)
+    term = _ewc(weight=2.0, normalize=normalize)
     term.setup(model, _context(tmp_path))
     value = term(_step())
     assert value.item() == pytest.approx(expected)
@@ -225,7 +233,7 @@ def test_ewc_full_fine_tuning_by_hand(tmp_path: Path, monkeypatch: pytest.Monkey
     # F = [[1, 0], [2, 0.5]], delta = [[1, 0], [0, -2]]: sum F delta^2 = 1 + 0.5 * 4 = 3; 0.5 * 3 = 1.5
     monkeypatch.setattr(ewc_module, "estimate_fisher", _fake_fisher(FISHER_HAND))
     linear = nn.Linear(2, 2, bias=False)
-    term = EWC(_RowsSource(), weight=1.0, num_samples=2, normalize=False)
+    term = _ewc(weight=1.0, normalize=False)
     term.setup(linear, _context(tmp_path))
     with torch.no_grad():
         linear.weight.add_(torch.tensor([[1.0, 0.0], [0.0, -2.0]]))
@@ -273,15 +281,39 @@ def test_orthogonal_without_lora_names_model_lora(tmp_path: Path) -> None:
 # --- settings -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("build", "key"), [
-    (lambda: L2SP(weight=-1.0), "method.l2sp.alpha"),
-    (lambda: EWC(_RowsSource(), weight=-1.0), "method.ewc.lambda"),
-    (lambda: EWC(_RowsSource(), num_samples=0), "method.ewc.num_samples"),
-    (lambda: EWC(object()), "method.ewc.source"),  # type: ignore[arg-type]
-    (lambda: OrthogonalLoRA(weight=-0.5), "method.orthogonal.lambda"),
+    (lambda: L2SP(weight=-1.0), "weight"),
+    (lambda: _ewc(weight=-1.0), "weight"),
+    (lambda: _ewc(num_samples=0), "num_samples"),
+    (lambda: _ewc(max_length=1), "max_length"),
+    (lambda: _ewc(source=object()), "source"),
+    (lambda: OrthogonalLoRA(weight=-0.5), "weight"),
 ])
-def test_bad_settings_fail_naming_the_key(build: Any, key: str) -> None:
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+def test_bad_settings_fail_naming_their_parameter(build: Any, key: str) -> None:
+    """Each term names its own parameter; where it is built from a config, the node's key goes in front."""
+    with pytest.raises(ConfigError) as error:
         build()
+    assert error.value.key == key and error.value.relative
+
+
+@pytest.mark.parametrize(("method", "override", "key"), [
+    ("l2sp", "method.terms.l2sp.weight=-1", "method.terms.l2sp.weight"),
+    ("ewc", "method.terms.ewc.max_length=1", "method.terms.ewc.max_length"),
+    ("orthogonal", "method.terms.orthogonal.weight=-0.5", "method.terms.orthogonal.weight"),
+])
+def test_bad_settings_in_the_config_name_the_full_key(method: str, override: str, key: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        build_method(compose_config([f"method={method}", override]).method)
+    assert error.value.key == key
+
+
+def test_the_config_builds_each_penalty_with_its_settings() -> None:
+    l2sp = build_method(compose_config(["method=l2sp"]).method).terms["l2sp"]
+    assert isinstance(l2sp, L2SP) and l2sp.weight == 0.01
+    ewc = build_method(compose_config(["method=ewc", "method.terms.ewc.weight=0.05"]).method).terms["ewc"]
+    assert isinstance(ewc, EWC)
+    assert (ewc.weight, ewc.num_samples, ewc.max_length, ewc.normalize) == (0.05, 128, 512, True)
+    orthogonal = build_method(compose_config(["method=orthogonal"]).method).terms["orthogonal"]
+    assert isinstance(orthogonal, OrthogonalLoRA) and orthogonal.weight == 50.0
 
 
 # --- the tiny model: setup + value + backward ---------------------------------------------------
@@ -321,7 +353,7 @@ def test_ewc_on_the_tiny_model_caches_the_fisher(tmp_path: Path, tiny: tuple[str
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     model = _tiny_lora(tiny[0])
     context = _context(tmp_path, tiny[1])
-    first = EWC(_RowsSource(), weight=1.0, num_samples=2)
+    first = _ewc(weight=1.0)
     first.setup(model, context)
     assert context.metrics["ewc/fisher_cache_hit"] == 0.0 and context.metrics["ewc/fisher_s"] > 0
     assert all(not layer.base_weight.requires_grad for layer in lora_layers(model))  # flags restored
@@ -333,7 +365,7 @@ def test_ewc_on_the_tiny_model_caches_the_fisher(tmp_path: Path, tiny: tuple[str
         raise AssertionError("the cached Fisher should have been used")
     monkeypatch.setattr(ewc_module, "estimate_fisher", must_not_run)
     context.metrics.clear()
-    second = EWC(_RowsSource(), weight=1.0, num_samples=2)
+    second = _ewc(weight=1.0)
     second.setup(model, context)
     assert context.metrics == {"ewc/fisher_s": 0.0, "ewc/fisher_cache_hit": 1.0}
     for a, b in zip(first.fisher(), second.fisher()):

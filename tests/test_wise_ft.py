@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
+from helpers import compose_config
 from peft.tuners.lora import LoraLayer
 
-from conftest import compose_config
 from ragforget.errors import ConfigError
 from ragforget.methods.base import MethodContext, Variant
+from ragforget.methods.build import build_method
 from ragforget.methods.wise_ft import WEIGHT_PARAM, WiseFT
 from ragforget.models.loading import attach_lora, load_model
 
@@ -107,10 +107,13 @@ def test_variants_one_per_weight() -> None:
 def test_bad_weights_name_the_key(weights: object) -> None:
     with pytest.raises(ConfigError) as err:
         WiseFT(weights)  # type: ignore[arg-type]
-    assert err.value.key == "method.wise_ft.weights"
+    assert err.value.key == "weights" and err.value.relative
+    with pytest.raises(ConfigError) as err:  # built from the config: the key the user sets
+        build_method(compose_config(["method=wise_ft", "method.posthoc.weights=[0.5,0.5]"]).method)
+    assert err.value.key == "method.posthoc.weights" and "repeated" in str(err.value)
 
 
 def test_config_builds_the_transform() -> None:
-    method = instantiate(compose_config(["method=wise_ft", "method.wise_ft.weights=[0,0.5]"]).method.impl)
+    method = build_method(compose_config(["method=wise_ft", "method.posthoc.weights=[0,0.5]"]).method)
     assert isinstance(method.posthoc, WiseFT)
     assert method.posthoc.weights == [0.0, 0.5] and method.trains and method.terms == {}

@@ -17,7 +17,7 @@ def _ceil_product(*factors: float | None) -> int:
     if any(factor is None for factor in factors):
         raise ValueError(f"ceil_product got null among {list(factors)}: set the value explicitly "
                          "(train.max_examples=null means all examples, whose count is known only later)")
-    return math.ceil(math.prod(float(factor) for factor in factors))  # type: ignore[arg-type]
+    return math.ceil(math.prod(float(factor) for factor in factors if factor is not None))
 
 
 def register_resolvers() -> None:

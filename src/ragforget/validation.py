@@ -23,9 +23,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from ragforget.errors import ConfigError
-from ragforget.evaluation.retention.suite import validate_tasks
+from ragforget.evaluation.retention.task_folders import validate_tasks
 from ragforget.resume import resumed_config
 from ragforget.retrieval.closed_book import ClosedBookRetriever
+from ragforget.training.callbacks import SECTIONS as TRAINER_PARTS
 from ragforget.utils.device import check_device
 
 STAGES = ("all", "prepare", "synthesize", "evaluate", "report")  # what run.py's stage= can be
@@ -162,26 +163,28 @@ SETTINGS: dict[str, Number] = {
     "general_data.max_rows": OPTIONAL_POSITIVE_INT,
     "general_data.max_chars": POSITIVE_INT,
     "general_data.seed": SEED,
-    # methods: each method's hyperparameters, under its own key
-    "method.selfaug.alpha": ANTI_FORGETTING_WEIGHT,
-    "method.output_kl.beta": ANTI_FORGETTING_WEIGHT,
-    "method.l2sp.alpha": ANTI_FORGETTING_WEIGHT,
-    "method.ewc.lambda": ANTI_FORGETTING_WEIGHT,
-    "method.ewc.num_samples": POSITIVE_INT,
-    "method.ewc.max_length": Number(low=2, integer=True, null=True, hint="null: train.max_length"),
-    "method.orthogonal.lambda": ANTI_FORGETTING_WEIGHT,
-    "method.replay.ratio": replace(SHARE, hint="the share of training examples that are general data, e.g. 0.1"),
-    "method.self_synth.ratio": replace(SHARE, hint="the share of training examples that are reconstructed, e.g. 0.1"),
-    "method.self_synth.oversample": POSITIVE,
-    "method.self_synth.seed": SEED,
-    "method.mofo.fraction": Number(low=0, high=1, low_open=True, hint="the paper recommends 0.05-0.2; 1 is AdamW"),
-    "method.sdft.max_new_tokens": POSITIVE_INT,
-    "method.sdft.batch_size": POSITIVE_INT,
+    # methods: each part's settings, in the part (conf/method/*.yaml)
+    "method.terms.selfaug.weight": ANTI_FORGETTING_WEIGHT,
+    "method.terms.output_kl.weight": ANTI_FORGETTING_WEIGHT,
+    "method.terms.l2sp.weight": ANTI_FORGETTING_WEIGHT,
+    "method.terms.ewc.weight": ANTI_FORGETTING_WEIGHT,
+    "method.terms.ewc.num_samples": POSITIVE_INT,
+    "method.terms.ewc.max_length": Number(low=2, integer=True, null=True, hint="null: train.max_length"),
+    "method.terms.orthogonal.weight": ANTI_FORGETTING_WEIGHT,
+    "method.transforms.replay.ratio": replace(SHARE, hint="the share of training examples that are general data, "
+                                              "e.g. 0.1"),
+    "method.transforms.self_synth.ratio": replace(SHARE, hint="the share of training examples that are "
+                                                  "reconstructed, e.g. 0.1"),
+    "method.transforms.self_synth.source.oversample": POSITIVE,
+    "method.transforms.self_synth.source.seed": SEED,
+    "method.optimizer.fraction": Number(low=0, high=1, low_open=True, hint="the paper recommends 0.05-0.2; 1 is AdamW"),
+    "method.transforms.sdft.max_new_tokens": POSITIVE_INT,
+    "method.transforms.sdft.batch_size": POSITIVE_INT,
 }
 
 # Lists whose every element follows the rule (and which may not be empty).
 LIST_SETTINGS: dict[str, Number] = {
-    "method.wise_ft.weights": replace(SHARE, hint="0 = the base model, 1 = the trained one"),
+    "method.posthoc.weights": replace(SHARE, hint="0 = the base model, 1 = the trained one"),
 }
 
 # Where a dataset's split names are declared: the QA source's mapping (Hub sets: ours -> theirs; SQuAD:
@@ -217,6 +220,7 @@ def validate_config(cfg: DictConfig, sweeping: bool) -> None:
     _check_splits(cfg)
     _check_checkpoint(cfg)
     _check_retention(cfg)
+    _check_trainer_parts(cfg)
     _check_objective(cfg, sweeping)
 
 
@@ -293,7 +297,7 @@ def declared_splits(dataset: DictConfig) -> list[str] | None:
 
 def _train_split_use(cfg: DictConfig) -> tuple[str, str] | None:
     """(what reads the training split, how to do without it), or None when this job does not read it."""
-    if cfg.stage == "all" and cfg.method.impl.get("trains", True):
+    if cfg.stage == "all" and cfg.method.get("trains", True):
         return (f"method={cfg.method.name} trains on it", "evaluate this dataset with method=base or "
                 "stage=evaluate checkpoint=<folder>, or train on another dataset, e.g. dataset=squad_open")
     if _lookup(cfg, "retriever.impl.stage1") is not _ABSENT and not _lookup(cfg, "retriever.impl.adapter"):
@@ -341,6 +345,47 @@ def _check_retention(cfg: DictConfig) -> None:
                           "[] skips the retention suite")
     if _lookup(cfg, "eval.retention._target_") == OFFLINE_SUITE:
         validate_tasks(tasks)
+
+
+def _check_trainer_parts(cfg: DictConfig) -> None:
+    """``callbacks`` and ``lightning_loggers``: each entry null (switched off) or a mapping whose ``_target_``
+    names a Lightning callback or logger class, and one progress bar at most. A wrong entry would otherwise
+    fail only when the Trainer is built, after the assets, the retrieval and the method's data."""
+    from hydra.utils import get_class
+    from lightning.pytorch.callbacks import ProgressBar
+
+    bars = []
+    for section, kind in TRAINER_PARTS.items():
+        entries = _lookup(cfg, section)
+        if entries is _ABSENT or entries is None:
+            continue
+        if not isinstance(entries, dict):
+            raise ConfigError(section, f"must map names to {{_target_: ...}} entries, got {entries!r}",
+                              f"e.g. +{section}.<name>._target_=<module.Class>")
+        for name, entry in entries.items():
+            key = f"{section}.{name}"
+            if entry is None:
+                continue
+            target = entry.get("_target_") if isinstance(entry, dict) else None
+            if not isinstance(target, str):
+                raise ConfigError(key, f"has no _target_ (got {entry!r})",
+                                  f"name the class with +{key}._target_=<module.Class>, or drop it with {key}=null")
+            try:
+                cls = get_class(target)
+            except (ImportError, ValueError) as exc:
+                raise ConfigError(f"{key}._target_", f"{target!r} is not an importable class ({exc})",
+                                  "give its full import path, e.g. lightning.pytorch.callbacks.EarlyStopping") from None
+            if not issubclass(cls, kind):
+                raise ConfigError(f"{key}._target_", f"{target} is not a {kind.__module__}.{kind.__qualname__}",
+                                  f"{section} takes Lightning {kind.__qualname__} classes")
+            if issubclass(cls, ProgressBar):
+                bars.append(key)
+    if len(bars) > 1:
+        raise ConfigError("callbacks", f"adds {len(bars)} progress bars ({', '.join(bars)}): the Trainer shows one",
+                          f"drop all but one, e.g. {bars[-1]}=null")
+    if bars and _lookup(cfg, "trainer.enable_progress_bar") is False:
+        raise ConfigError("trainer.enable_progress_bar", f"is false, but {bars[0]} adds a progress bar",
+                          f"drop it with {bars[0]}=null, or callbacks=none")
 
 
 def _check_objective(cfg: DictConfig, sweeping: bool) -> None:

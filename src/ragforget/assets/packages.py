@@ -133,9 +133,9 @@ def _extract(archive: Path, pending: dict[str, Path]) -> None:
             if not info.isfile():
                 continue
             inner = info.name.split("/", 1)[-1]
-            dest = pending.pop(inner, None)
-            if dest is None:
+            if inner not in pending:
                 continue
+            dest = pending.pop(inner)
             extracted = tf.extractfile(info)
             assert extracted is not None
             with atomic_path(dest) as tmp:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -30,8 +31,8 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message
     """Prompt ids ending where the model should start answering."""
     if chat_template:
         ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
-    return tokenizer(plain_text)["input_ids"]
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)  # type: ignore[call-overload,index,arg-type]
+    return cast(list[int], tokenizer(plain_text)["input_ids"])
 
 
 def encode_example(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], answer: str,
@@ -48,15 +49,15 @@ def encode_example(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Messag
         full = tokenizer.apply_chat_template(
             [*messages, {"role": "assistant", "content": answer}], tokenize=True
         )
-        full = list(full["input_ids"] if hasattr(full, "keys") else full)
-        if full[: len(prompt_ids)] != prompt_ids:
+        full_ids: list[int] = list(full["input_ids"] if hasattr(full, "keys") else full)  # type: ignore[call-overload,index,arg-type]
+        if full_ids[: len(prompt_ids)] != prompt_ids:
             raise ValueError("chat template renders the prompt differently with and without the answer; "
                              "set model.chat_template=false for this model")
-        answer_ids = full[len(prompt_ids):]
+        answer_ids = full_ids[len(prompt_ids):]
         if eos in answer_ids:
             answer_ids = answer_ids[: answer_ids.index(eos) + 1]
     else:
-        answer_ids = tokenizer(" " + answer, add_special_tokens=False)["input_ids"] + [eos]
+        answer_ids = cast(list[int], tokenizer(" " + answer, add_special_tokens=False)["input_ids"]) + [eos]
     return Encoded(prompt_ids=prompt_ids, answer_ids=answer_ids)
 
 

@@ -48,8 +48,10 @@ class SourceReport:
 class GeneralDataSource:
     """Writes the normalized general-data file into the cache (and can describe what it wrote)."""
 
-    # Where a user fixes a set that is too small (replay's error names it).
+    # Where a user fixes a set that is too small (replay's error names it): an absolute key, or with
+    # config_key_relative one relative to the source's own config node (a source built inside a part).
     config_key = "general_data"
+    config_key_relative = False
     grow_hint = "use a larger general_data source (or raise general_data.max_rows)"
 
     def materialize(self, cache_dir: Path) -> Path:

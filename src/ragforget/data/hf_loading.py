@@ -10,12 +10,10 @@ read from (the Hub commit, or the sha256 of local files), so a run can record it
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ragforget.errors import AssetError, ConfigError
-from ragforget.utils.config import plain
 from ragforget.utils.hashing import sha256_file, stable_hash
 from ragforget.utils.logging import get_logger
 

@@ -18,8 +18,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ragforget.data.hf_loading import (absolute_local, dataset_revision, hub_commit, load_split, local_files,
-                                      local_fingerprint)
+from ragforget.data.hf_loading import (
+    absolute_local,
+    dataset_revision,
+    hub_commit,
+    load_split,
+    local_files,
+    local_fingerprint,
+)
 from ragforget.data.records import cached_splits, make_qa_record, write_splits
 from ragforget.errors import ConfigError, DataError
 from ragforget.utils.config import plain

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +34,9 @@ class RagPrompt:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) <= self.max_passage_tokens:
             return text
-        return tokenizer.decode(ids[: self.max_passage_tokens])
+        return str(tokenizer.decode(ids[: self.max_passage_tokens]))
 
-    def user_message(self, question: str, passages: Sequence[dict[str, Any]],
+    def user_message(self, question: str, passages: Sequence[Mapping[str, Any]],
                      tokenizer: PreTrainedTokenizerBase) -> str:
         """The user turn: numbered documents (if any), then the question."""
         if not passages:
@@ -48,7 +48,7 @@ class RagPrompt:
             docs.append(self.document.format(index=index, title=passage.get("title", title), text=text))
         return self.documents_header + "\n".join(docs) + "\n\n" + self.question.format(question=question)
 
-    def messages(self, question: str, passages: Sequence[dict[str, Any]],
+    def messages(self, question: str, passages: Sequence[Mapping[str, Any]],
                  tokenizer: PreTrainedTokenizerBase) -> list[Message]:
         """System instruction and user turn, ready for ``apply_chat_template``."""
         return [

@@ -16,8 +16,8 @@ from typing import Any
 
 from ragforget.assets.packages import PackageSpec, extract_members, fetch_package
 from ragforget.assets.registry import BIGBENCH
-from ragforget.errors import ConfigError, DataError
 from ragforget.data.records import cached_splits, make_passage, make_qa_record, write_splits
+from ragforget.errors import ConfigError, DataError
 from ragforget.utils.hashing import stable_hash
 from ragforget.utils.io import cache_lock
 from ragforget.utils.logging import get_logger

@@ -13,12 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
+from torch import nn
 
 from ragforget.evaluation.retention.runner import evaluate_retention
-from ragforget.evaluation.retention.suite import TASKS
+from ragforget.evaluation.retention.task_folders import TASKS
 from ragforget.evaluation.shift import distribution_shift
 from ragforget.models.loading import has_adapters
 from ragforget.tracking.mlflow_run import TrackedRun
@@ -68,7 +69,7 @@ class ForgettingCurves(L.Callback):
             self.every_n_steps = 0
             return
         if trainer.global_step:  # resumed: the steps the interrupted run logged stay as they are
-            keys = (["shift_kl"] if has_adapters(pl_module.model) else []) + [
+            keys = (["shift_kl"] if has_adapters(cast(nn.Module, pl_module.model)) else []) + [
                 f"{task}/{measure}" for task in self.tasks for measure in CONTINUOUS]
             self._last_step = max((self.run.last_step(f"during/{key}") for key in keys), default=-1)
         if trainer.global_step % self.every_n_steps == 0:  # step 0, or a resumed run's measuring step
@@ -85,7 +86,7 @@ class ForgettingCurves(L.Callback):
             return
         self._last_step = step
         start = time.perf_counter()
-        model = pl_module.model
+        model = cast(nn.Module, pl_module.model)
         training = model.training
         try:  # eval-mode forward passes only: no RNG is drawn (a test trains with and without the curves)
             measures = forgetting_measures(model, self.tokenizer, self.shift_prompts, self.task_dir, self.tasks,

@@ -10,21 +10,45 @@ import statistics
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from omegaconf import DictConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ragforget.assets.prepare import PreparedAssets
 from ragforget.data.rag_examples import RagExample
 from ragforget.evaluation.metrics import METRICS as ODQA_METRICS
 from ragforget.evaluation.odqa import evaluate_odqa
 from ragforget.evaluation.retention.runner import RetentionResult
+from ragforget.evaluation.retention.suites import RetentionSuite
 from ragforget.evaluation.shift import distribution_shift
 from ragforget.evaluation.statistics import ItemScores, paired_bootstrap, paired_macro_bootstrap, write_item_scores
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
+
+
+class EvaluationAssets(Protocol):
+    """What evaluation reads from the prepared assets (``prepare.PreparedAssets`` has all of it)."""
+
+    @property
+    def cache_dir(self) -> Path:
+        """The cache every asset lives in."""
+        ...
+
+    @property
+    def model_path(self) -> str:
+        """The materialized starting model."""
+        ...
+
+    @property
+    def retention(self) -> RetentionSuite:
+        """The prepared retention suite (``eval.retention``)."""
+        ...
+
+    @property
+    def shift_prompts(self) -> Sequence[str]:
+        """General prompts for the distribution-shift measure."""
+        ...
 
 
 def retention_metrics(result: RetentionResult) -> dict[str, float]:
@@ -38,7 +62,7 @@ def retention_metrics(result: RetentionResult) -> dict[str, float]:
 
 
 def evaluate_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: DictConfig,
-                   examples: Sequence[RagExample], assets: PreparedAssets, out_dir: Path
+                   examples: Sequence[RagExample], assets: EvaluationAssets, out_dir: Path
                    ) -> tuple[dict[str, float], dict[str, ItemScores]]:
     """ODQA and retention metrics of one model (the base or a fine-tuned one), and its scores item by item
     (``odqa/<measure>``, ``retention/<task>``; also written to ``out_dir``: :func:`write_item_scores`)."""
@@ -75,7 +99,7 @@ def paired_deltas(base: Mapping[str, ItemScores], tuned: Mapping[str, ItemScores
 
 
 def shift_metric(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: DictConfig,
-                 assets: PreparedAssets, base_model: PreTrainedModel | None = None) -> dict[str, float]:
+                 assets: EvaluationAssets, base_model: PreTrainedModel | None = None) -> dict[str, float]:
     """shift/kl: mean token KL(base || tuned) on general prompts (IFEval-style and held-out summaries)."""
     kl = distribution_shift(model, tokenizer, assets.shift_prompts, base_model=base_model,
                             max_tokens=cfg.eval.shift.max_tokens, batch_size=cfg.eval.shift.batch_size)

@@ -1,6 +1,7 @@
 """Answer metrics (pure functions). Definitions follow the SQuAD script and FlashRAG's sub_em.
 
-- normalize: lowercase, strip punctuation, drop articles a/an/the, collapse whitespace.
+- normalize: lowercase, strip punctuation, drop articles a/an/the, collapse whitespace
+  (``data.answers``, shared with retrieval recall and the methods that check answers).
 - em:  normalized prediction equals any normalized gold answer.
 - f1:  token-bag F1, max over gold answers.
 - acc: any normalized gold answer is a substring of the normalized prediction (FlashRAG sub_em).
@@ -8,19 +9,10 @@
 
 from __future__ import annotations
 
-import re
-import string
 from collections import Counter
 from collections.abc import Sequence
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD normalization (also used for retrieval recall, so both count answers alike)."""
-    text = text.lower().translate(_PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
+from ragforget.data.answers import normalize_answer, substring_match
 
 
 def exact_match(prediction: str, golds: Sequence[str]) -> float:
@@ -45,12 +37,6 @@ def f1_score(prediction: str, golds: Sequence[str]) -> float:
     """Token-bag F1 of the normalized strings, max over gold answers."""
     pred_tokens = normalize_answer(prediction).split()
     return max((_f1(pred_tokens, normalize_answer(gold).split()) for gold in golds), default=0.0)
-
-
-def substring_match(prediction: str, golds: Sequence[str]) -> float:
-    """1.0 if a normalized gold answer occurs in the normalized prediction (FlashRAG's acc)."""
-    pred = normalize_answer(prediction)
-    return float(any(normalize_answer(gold) in pred for gold in golds if normalize_answer(gold)))
 
 
 METRICS = {"em": exact_match, "f1": f1_score, "acc": substring_match}

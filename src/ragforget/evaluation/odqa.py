@@ -9,8 +9,8 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ragforget.data.rag_examples import RagExample, encode_for_generation
-from ragforget.evaluation.generation import greedy_generate
 from ragforget.evaluation.metrics import score_prediction
+from ragforget.models.generation import greedy_generate
 from ragforget.utils.io import write_jsonl
 
 

@@ -13,8 +13,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ragforget.data.encoding import collate_prompts
-from ragforget.methods.losses import kl_rows
 from ragforget.models.loading import has_adapters
+from ragforget.utils.numerics import kl_rows
 
 
 @torch.no_grad()
@@ -36,7 +36,7 @@ def distribution_shift(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
         if base_model is not None:
             base = base_model(**batch).logits
         else:
-            with model.disable_adapter() if has_adapters(model) else nullcontext():
+            with model.disable_adapter() if has_adapters(model) else nullcontext():  # type: ignore[operator]
                 base = model(**batch).logits
         mask = batch["attention_mask"].bool()
         base_rows, tuned_rows = base[mask], tuned[mask]

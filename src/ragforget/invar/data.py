@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ragforget.evaluation.metrics import substring_match
+from ragforget.data.answers import substring_match
 from ragforget.retrieval.base import Hit
 
 

@@ -7,7 +7,7 @@ PEFT model the active adapter (the retriever's) is what encodes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -18,8 +18,8 @@ from ragforget.invar.pooling import POOLINGS, Pooling, pool
 
 def backbone(model: nn.Module) -> nn.Module:
     """The decoder stack of a causal LM (PEFT-wrapped or not), which returns last hidden states."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.base_model  # transformers' PreTrainedModel.base_model: e.g. LlamaModel
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # type: ignore[operator]
+    return cast(nn.Module, inner.base_model)  # transformers' PreTrainedModel.base_model: e.g. LlamaModel
 
 
 class LLMEncoder:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ragforget.methods.losses import kl_rows, upcast
+from ragforget.utils.numerics import kl_rows, upcast
 
 
 def info_nce(scores: torch.Tensor, positives: torch.Tensor, tau: float) -> torch.Tensor:

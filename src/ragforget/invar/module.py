@@ -12,11 +12,10 @@ import torch
 from ragforget.invar.data import RetrievalExample
 from ragforget.invar.encoder import LLMEncoder
 from ragforget.invar.losses import alignment_kl, info_nce, invariance_kl
+from ragforget.invar.variants import PairVariant
 
 # (queries, passages) -> [Q, P] teacher similarity scores, without gradients.
 Teacher = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
-# (query, passage, rng) -> (query, passage)
-Variant = Callable[[str, str, random.Random], tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class InvarWeights:
 class RetrieverFineTuner(L.LightningModule):
     """Trains the retriever adapter; candidates are all passages of the batch (in-batch negatives)."""
 
-    def __init__(self, encoder: LLMEncoder, weights: InvarWeights, variants: Sequence[Variant],
+    def __init__(self, encoder: LLMEncoder, weights: InvarWeights, variants: Sequence[PairVariant],
                  teacher: Teacher | None, lr: float, seed: int = 0) -> None:
         super().__init__()
         if weights.align > 0 and teacher is None:
@@ -67,7 +66,7 @@ class RetrieverFineTuner(L.LightningModule):
         terms["loss"] = torch.stack(list(terms.values())).sum()
         return terms
 
-    def variant_scores(self, variant: Variant, queries: list[str], passages: list[str],
+    def variant_scores(self, variant: PairVariant, queries: list[str], passages: list[str],
                        query_emb: torch.Tensor, passage_emb: torch.Tensor) -> torch.Tensor:
         """[Q, P] scores with the variant applied; unchanged sides reuse their embeddings."""
         new_queries = [variant(q, "", self.rng)[0] for q in queries]

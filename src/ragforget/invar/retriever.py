@@ -18,11 +18,12 @@ from ragforget.errors import ConfigError, DataError
 from ragforget.invar.adapter import ADAPTER_WEIGHTS, PROVENANCE_FILE, adapter_hash
 from ragforget.invar.encoder import LLMEncoder
 from ragforget.invar.pooling import POOLINGS
+from ragforget.invar.stage1 import train_retriever_adapter
 from ragforget.models.loading import load_model, load_tokenizer
-from ragforget.utils.device import check_device
 from ragforget.retrieval.base import RetrieverContext
 from ragforget.retrieval.dense import FlatIndexRetriever
 from ragforget.utils.config import plain
+from ragforget.utils.device import check_device
 from ragforget.utils.hashing import package_versions, stable_hash
 from ragforget.utils.instantiate import instantiate
 from ragforget.utils.io import atomic_path, cache_lock, read_json
@@ -61,8 +62,6 @@ class InvarRetriever(FlatIndexRetriever):
         """Find the adapter (a path or an MLflow URI), or train it (stage 1); record where it came from."""
         self.cache_dir = Path(context.assets.cache_dir)
         if self.adapter is None:
-            from ragforget.invar.stage1 import train_retriever_adapter
-
             self.adapter_dir = train_retriever_adapter(self, context)
         elif str(self.adapter).startswith(("runs:/", "mlflow-artifacts:/", "models:/")):
             import mlflow.artifacts
@@ -103,8 +102,9 @@ class InvarRetriever(FlatIndexRetriever):
                 raise RuntimeError("InvarRetriever.prepare must run before it encodes")
             path = instantiate(self.model_config["source"]).materialize(self.cache_dir)
             model = load_model(path, str(self.model_config.get("dtype", "bfloat16")), self.device)
-            model = PeftModel.from_pretrained(model, str(self.adapter_dir), torch_device=str(model.device))
-            self._encoder = LLMEncoder(model, load_tokenizer(path), **self.encoder_settings)
+            model = PeftModel.from_pretrained(  # type: ignore[assignment]
+                model, str(self.adapter_dir), torch_device=str(model.device))
+            self._encoder = LLMEncoder(model, load_tokenizer(path), **self.encoder_settings)  # type: ignore[arg-type]
         return self._encoder
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:

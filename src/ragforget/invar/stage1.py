@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader
@@ -29,12 +29,24 @@ from ragforget.utils.instantiate import instantiate
 from ragforget.utils.io import atomic_path, cache_lock, write_json
 from ragforget.utils.logging import get_logger
 
-if TYPE_CHECKING:
-    from ragforget.invar.retriever import InvarRetriever
-
 log = get_logger(__name__)
 
 KEY = "retriever.impl.stage1"
+
+
+class AdapterSpec(Protocol):
+    """What stage 1 reads from the retriever it trains the adapter for (``invar.retriever.InvarRetriever``).
+
+    Declared here so the retriever imports stage 1 and stage 1 never imports the retriever.
+    """
+
+    model_config: dict[str, Any]      # retriever.impl.model: source, dtype, lora
+    encoder_settings: dict[str, Any]  # pooling, max_length, query and passage prefixes
+    stage1: dict[str, Any]            # retriever.impl.stage1
+
+    def model_identity(self) -> dict[str, Any]:
+        """What identifies the model in cache keys."""
+        ...
 
 
 def minilm_teacher(cache_dir: Path) -> Teacher:
@@ -49,7 +61,7 @@ def minilm_teacher(cache_dir: Path) -> Teacher:
     return scores
 
 
-def train_retriever_adapter(retriever: InvarRetriever, context: RetrieverContext) -> Path:
+def train_retriever_adapter(retriever: AdapterSpec, context: RetrieverContext) -> Path:
     """The trained adapter folder: reused from the cache when this exact stage 1 ran before."""
     cfg, assets = context.cfg, context.assets
     settings = retriever.stage1
@@ -70,7 +82,7 @@ def train_retriever_adapter(retriever: InvarRetriever, context: RetrieverContext
     return folder
 
 
-def _train_adapter(retriever: InvarRetriever, context: RetrieverContext, key: str, folder: Path) -> None:
+def _train_adapter(retriever: AdapterSpec, context: RetrieverContext, key: str, folder: Path) -> None:
     cfg, assets = context.cfg, context.assets
     settings = retriever.stage1
     split = cfg.dataset.train_split
@@ -78,7 +90,8 @@ def _train_adapter(retriever: InvarRetriever, context: RetrieverContext, key: st
     miner = instantiate(settings["miner"])
     n_negatives = int(settings["negatives"])
     rows = retrieve_split(miner, records, n_negatives + int(settings["mining_depth"]), assets.corpus_path,
-                          assets.cache_dir, split_key=f"{cfg.dataset.name}-{split}-invar-{stable_hash([r['id'] for r in records])}",
+                          assets.cache_dir,
+                          split_key=f"{cfg.dataset.name}-{split}-invar-{stable_hash([r['id'] for r in records])}",
                           corpus_hash=context.corpus_hash)
     hits = {row["id"]: list(zip(row["doc_ids"], row["scores"])) for row in rows}
     examples = retrieval_examples(records, hits, context.corpus_by_id, n_negatives)
@@ -95,8 +108,9 @@ def _train_adapter(retriever: InvarRetriever, context: RetrieverContext, key: st
     variants = [instantiate(v) for v in (settings.get("variants") or {}).values() if v is not None]
     teacher = minilm_teacher(Path(assets.cache_dir)) if weights.align > 0 else None
     module = RetrieverFineTuner(encoder, weights, variants, teacher, lr=float(settings["lr"]), seed=cfg.seed)
-    loader = DataLoader(examples, batch_size=int(settings["batch_size"]), shuffle=True, collate_fn=list,
-                        generator=torch.Generator().manual_seed(cfg.seed))
+    loader: DataLoader[Any] = DataLoader(examples,  # type: ignore[arg-type]  # a list is a dataset
+                                         batch_size=int(settings["batch_size"]), shuffle=True, collate_fn=list,
+                                         generator=torch.Generator().manual_seed(cfg.seed))
     callbacks = [MlflowCurves(context.run, cfg.logger.log_every_n_steps, prefix="retriever/")] if context.run else []
     trainer = instantiate(cfg.trainer, max_steps=int(settings["max_steps"]), logger=False,
                           enable_checkpointing=False, callbacks=callbacks, default_root_dir=str(folder.parent))

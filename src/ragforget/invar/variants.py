@@ -2,8 +2,8 @@
 
 Each variant keeps what should decide relevance (the query's content words, the passage's text) and
 changes what should not (function words, clause order, how much of the passage window is shown).
-A variant is a callable ``(query, passage, rng) -> (query, passage)``; configs list them with
-``_target_`` so users can add their own.
+A variant is a :class:`PairVariant`, a callable ``(query, passage, rng) -> (query, passage)``; configs
+list them with ``_target_`` so users can add their own.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from typing import Protocol
 
 # A short English function-word list: enough to drop what carries no topic, small enough to read.
 STOPWORDS = frozenset("""
@@ -19,6 +20,14 @@ is are was were be been being do does did has have had what which who whom whose
 that this these those it its there their they he she his her him we you your i me my our
 """.split())
 _CLAUSE_BREAK = re.compile(r"\s*(?:,|;|\band\b)\s*")
+
+
+class PairVariant(Protocol):
+    """What ``retriever.impl.stage1.variants`` builds: a change to a pair that should not change relevance."""
+
+    def __call__(self, query: str, passage: str, rng: random.Random) -> tuple[str, str]:
+        """The changed (query, passage); a side left as is comes back unchanged."""
+        ...
 
 
 class DropStopwords:

@@ -6,6 +6,9 @@ A method never changes the training loop. It contributes any of four kinds of pa
 - an optimizer factory (``optimizer``; mofo), AdamW when absent;
 - a post-hoc weight transform, evaluated after training as extra runs (``PosthocTransform``; wise_ft).
 Methods compose by merging their configs (``method=[selfaug,replay]``): each part is keyed by name.
+A config holds the parts themselves (``conf/method/*.yaml``); ``methods.build.build_method`` builds
+the Method from it. Parts take plain values and name a bad one by their own parameter name
+(a relative ConfigError); the key of the node they were built from is put in front there.
 """
 
 from __future__ import annotations
@@ -19,17 +22,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
-from ragforget.errors import ConfigError
+from ragforget.errors import ConfigError, keys_under, require
 from ragforget.models.head import FinalHidden
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]  # (params, lr=, weight_decay=) -> optimizer
-
-
-def require(condition: bool, key: str, problem: str, hint: str = "") -> None:
-    """Raise ConfigError naming ``key`` unless ``condition`` holds (method settings are checked at build)."""
-    if not condition:
-        raise ConfigError(key, problem, hint)
 
 
 @dataclass
@@ -56,7 +54,7 @@ class MethodContext:
     """Run facts a method's parts may need besides the batch; set once per run."""
 
     model_path: str          # the materialized starting model
-    tokenizer: Any           # PreTrainedTokenizerBase
+    tokenizer: PreTrainedTokenizerBase
     chat_template: bool
     dtype: str
     cache_dir: Path
@@ -68,16 +66,13 @@ class MethodContext:
 
 
 class LossTerm(nn.Module):
-    """One weighted addend of the training loss. Subclasses implement ``value``.
-
-    ``weight_key`` is the config key users set for the weight, so a bad value is reported there.
-    """
+    """One weighted addend of the training loss (``weight * value``). Subclasses implement ``value``."""
 
     needs_reference: bool = False
 
-    def __init__(self, weight: float, weight_key: str = "weight") -> None:
+    def __init__(self, weight: float) -> None:
         super().__init__()
-        require(weight >= 0, weight_key, f"must be >= 0, got {weight}")
+        require(weight >= 0, "weight", f"must be >= 0, got {weight}", relative=True)
         self.weight = float(weight)
 
     def setup(self, model: nn.Module, context: MethodContext) -> None:
@@ -124,25 +119,34 @@ class PosthocTransform:
 
 
 class Method:
-    """A named bundle of parts; ``trains=False`` evaluates the starting model as is."""
+    """A named bundle of parts; ``trains=False`` evaluates the starting model as is.
+
+    A bad part is a ConfigError keyed relative to the method's config node (``terms.selfaug``).
+    ``config_key`` is that node's full key (``method``, set by ``build_method``): a relative ConfigError
+    a part raises at work (a transform's ratio too large for the data) is named under it.
+    """
 
     def __init__(self, name: str, terms: Mapping[str, LossTerm] | None = None,
                  transforms: Mapping[str, DataTransform] | None = None,
                  optimizer: OptimizerFactory | None = None, posthoc: PosthocTransform | None = None,
-                 trains: bool = True) -> None:
+                 trains: bool = True, config_key: str = "") -> None:
         self.name = name
+        self.config_key = config_key
         self.terms = dict(terms or {})
         self.transforms = dict(transforms or {})
         self.optimizer: OptimizerFactory = optimizer or partial(torch.optim.AdamW)
         # A partial defers the optimizer's own checks to configure_optimizers; build it once on a dummy
-        # parameter now, so bad settings (e.g. method.mofo.fraction=0) fail before any work starts.
-        self.optimizer([nn.Parameter(torch.zeros(1))], lr=0.0, weight_decay=0.0)
+        # parameter now, so bad settings (e.g. method.optimizer.fraction=0) fail before any work starts.
+        try:
+            self.optimizer([nn.Parameter(torch.zeros(1))], lr=0.0, weight_decay=0.0)
+        except ConfigError as error:
+            raise error.under("optimizer", relative=True) from None
         self.posthoc = posthoc
         self.trains = trains
-        _check_types("method.impl.terms", self.terms, LossTerm)
-        _check_types("method.impl.transforms", self.transforms, DataTransform)
+        _check_types("terms", self.terms, LossTerm)
+        _check_types("transforms", self.transforms, DataTransform)
         if posthoc is not None and not isinstance(posthoc, PosthocTransform):
-            raise ConfigError("method.impl.posthoc", f"is a {type(posthoc).__name__}, not a PosthocTransform")
+            raise ConfigError("posthoc", f"is a {type(posthoc).__name__}, not a PosthocTransform", relative=True)
 
     @property
     def needs_reference(self) -> bool:
@@ -150,26 +154,34 @@ class Method:
 
     def transform_data(self, examples: list[Any], context: MethodContext) -> list[Any]:
         """Apply the data transforms in config order."""
-        for transform in self.transforms.values():
-            examples = transform(examples, context)
+        for name, transform in self.transforms.items():
+            with self._part_keys("transforms", name):
+                examples = transform(examples, context)
         return examples
 
     def prepare_data(self, context: MethodContext) -> None:
         """The data transforms' one-off work, without training (``stage=synthesize``)."""
-        for transform in self.transforms.values():
-            transform.prepare(context)
+        for name, transform in self.transforms.items():
+            with self._part_keys("transforms", name):
+                transform.prepare(context)
 
     def setup(self, model: nn.Module, context: MethodContext) -> None:
         """One-off preparation of every loss term (before the first step)."""
-        for term in self.terms.values():
-            term.setup(model, context)
+        for name, term in self.terms.items():
+            with self._part_keys("terms", name):
+                term.setup(model, context)
+
+    def _part_keys(self, group: str, name: str) -> AbstractContextManager[None]:
+        """Names a part's relative ConfigErrors under its config node (``method.transforms.replay``)."""
+        prefix = ".".join(part for part in (self.config_key, group, name) if part)
+        return keys_under(prefix, relative=not self.config_key)
 
 
 def _check_types(key: str, parts: Mapping[str, Any], kind: type) -> None:
     for name, part in parts.items():
         if not isinstance(part, kind):
             raise ConfigError(f"{key}.{name}", f"is a {type(part).__name__}, not a {kind.__name__}",
-                              f"its _target_ must point to a {kind.__name__} subclass")
+                              f"its _target_ must point to a {kind.__name__} subclass", relative=True)
 
 
 def parameters_to_train(model: nn.Module) -> Iterable[nn.Parameter]:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ragforget.errors import ConfigError
-from ragforget.methods.losses import upcast
+from ragforget.utils.numerics import upcast
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,10 @@ def lora_layers(model: nn.Module) -> list[LoraLayer]:
                 raise ConfigError("model.lora", f"layer '{name}' is a {type(module).__name__} adapter "
                                   "(or a LoRA variant such as DoRA) whose update is not s * B @ A",
                                   "weight penalties support plain LoRA on linear layers only")
-            layers.append(LoraLayer(name=name, A=module.lora_A[adapter].weight, B=module.lora_B[adapter].weight,
+            layers.append(LoraLayer(name=name, A=module.lora_A[adapter].weight,  # type: ignore[arg-type]
+                                    B=module.lora_B[adapter].weight,  # type: ignore[arg-type]
                                     scaling=float(module.scaling[adapter]),
-                                    base_weight=module.get_base_layer().weight,
+                                    base_weight=module.get_base_layer().weight,  # type: ignore[arg-type]
                                     fan_in_fan_out=bool(module.fan_in_fan_out)))
     return layers
 

@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,14 +22,16 @@ from tqdm.auto import tqdm
 from ragforget.data.encoding import collate_for_training
 from ragforget.data.general import GeneralDataSource, general_training_examples, read_general
 from ragforget.data.rag_examples import TrainingExample, encode_for_training
-from ragforget.methods.base import LossTerm, MethodContext, StepTensors, require
+from ragforget.errors import require
+from ragforget.methods.base import LossTerm, MethodContext, StepTensors
 from ragforget.methods.deltas import LoraLayer, ParameterSnapshot, full_precision, lora_layers
 from ragforget.methods.fisher import diagonal_fisher, gradients_enabled
-from ragforget.methods.losses import answer_nll, upcast
+from ragforget.methods.losses import answer_nll
 from ragforget.models.head import final_hidden
 from ragforget.utils.hashing import code_and_versions, sha256_file, stable_hash
 from ragforget.utils.io import atomic_path, cache_lock
 from ragforget.utils.logging import get_logger
+from ragforget.utils.numerics import upcast
 
 log = get_logger(__name__)
 
@@ -48,16 +51,14 @@ class EWC(LossTerm):
     SmolLM2-135M with all-linear LoRA), in memory and in the cache.
     """
 
-    def __init__(self, source: GeneralDataSource, weight: float = 0.01, num_samples: int = 128,
-                 max_length: int | None = None, normalize: bool = True,
-                 weight_key: str = "method.ewc.lambda") -> None:
-        super().__init__(weight, weight_key)
-        prefix = weight_key.rsplit(".", 1)[0]
-        require(isinstance(source, GeneralDataSource), f"{prefix}.source",
-                f"is a {type(source).__name__}, not a general-data source", "set general_data=<source>")
-        require(num_samples >= 1, f"{prefix}.num_samples", f"must be >= 1, got {num_samples}")
-        require(max_length is None or max_length >= 2, f"{prefix}.max_length",
-                f"must be null (train.max_length) or >= 2, got {max_length}")
+    def __init__(self, source: GeneralDataSource, weight: float, num_samples: int, max_length: int | None,
+                 normalize: bool) -> None:
+        super().__init__(weight)
+        require(isinstance(source, GeneralDataSource), "source",
+                f"is a {type(source).__name__}, not a general-data source", "set general_data=<source>", relative=True)
+        require(num_samples >= 1, "num_samples", f"must be >= 1, got {num_samples}", relative=True)
+        require(max_length is None or max_length >= 2, "max_length",
+                f"must be null (train.max_length) or >= 2, got {max_length}", relative=True)
         self.source = source
         self.num_samples = int(num_samples)
         self.max_length = max_length
@@ -105,7 +106,7 @@ class EWC(LossTerm):
         max_length = self.max_length if self.max_length is not None else context.max_length
         key = stable_hash({"format": FISHER_FORMAT, "model": context.model_key, "data": sha256_file(data_path),
                            **code_and_versions(__name__, "ragforget.methods.fisher", "ragforget.methods.losses",
-                                               "ragforget.models", "ragforget.data"),
+                                               "ragforget.models", "ragforget.data", "ragforget.utils.numerics"),
                            "num_samples": self.num_samples, "max_length": max_length,
                            "chat_template": context.chat_template, "tensors": names, "sample_seed": SAMPLE_SEED})
         path = Path(context.cache_dir) / "fisher" / f"{key}.pt"
@@ -113,7 +114,7 @@ class EWC(LossTerm):
             return self._load_or_estimate(path, model, names, targets, context, data_path, max_length)
 
     def _load_or_estimate(self, path: Path, model: nn.Module, names: list[str], targets: Sequence[torch.Tensor],
-                          context: MethodContext, data_path: Path, max_length: int) -> list[torch.Tensor]:
+                          context: MethodContext, data_path: Path, max_length: int | None) -> list[torch.Tensor]:
         if path.exists():
             stored = torch.load(path, map_location="cpu", weights_only=True)
             if stored["names"] == names:
@@ -189,7 +190,7 @@ class _FisherWeightedDelta(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, A: torch.Tensor, B: torch.Tensor, scaling: float,
+    def forward(ctx: Any, A: torch.Tensor, B: torch.Tensor, scaling: float,
                 fisher: torch.Tensor) -> torch.Tensor:
         a32, b32 = upcast(A), upcast(B)
         delta = (b32 @ a32) * scaling
@@ -201,7 +202,7 @@ class _FisherWeightedDelta(torch.autograd.Function):
         return value
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor
+    def backward(ctx: Any, grad_out: torch.Tensor
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         grad_a, grad_b = ctx.saved_tensors
         return (None if grad_a is None else grad_a * grad_out.to(grad_a.dtype),

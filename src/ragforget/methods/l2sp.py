@@ -7,7 +7,7 @@ from torch import nn
 
 from ragforget.methods.base import LossTerm, MethodContext, StepTensors
 from ragforget.methods.deltas import LoraLayer, ParameterSnapshot, full_precision, lora_layers
-from ragforget.methods.losses import upcast
+from ragforget.utils.numerics import upcast
 
 
 class L2SP(LossTerm):
@@ -19,8 +19,8 @@ class L2SP(LossTerm):
     theta - theta0 over every trainable tensor.
     """
 
-    def __init__(self, weight: float = 0.01, weight_key: str = "method.l2sp.alpha") -> None:
-        super().__init__(weight, weight_key)
+    def __init__(self, weight: float) -> None:
+        super().__init__(weight)
         self._layers: list[LoraLayer] = []
         self.snapshot: ParameterSnapshot | None = None
 

@@ -9,29 +9,18 @@ respect to the hidden rows [N, H] and the head's weight [V, H] are kept for back
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from ragforget.data.encoding import IGNORE_INDEX
 from ragforget.models.head import FinalHidden, LinearHead
+from ragforget.utils.numerics import upcast
 
 KLDirection = Literal["forward", "reverse"]
 
 # (fp32 logits of a chunk [C, V], the chunk's row indices [C]) -> (sum of the rows' losses, d sum / d logits)
 RowLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-def upcast(x: torch.Tensor) -> torch.Tensor:
-    """At least fp32 (bf16 softmaxes over 50k+ classes lose too much); fp64 stays fp64."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
-def kl_rows(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) for each row of two [N, V] logit tensors, computed in at least fp32 (no gradient tricks)."""
-    p_log = torch.log_softmax(upcast(p_logits), dim=-1)
-    q_log = torch.log_softmax(upcast(q_logits), dim=-1)
-    return (p_log.exp() * (p_log - q_log)).sum(-1)
 
 
 class _ChunkedHeadLoss(torch.autograd.Function):
@@ -44,7 +33,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, hidden: torch.Tensor, weight: torch.Tensor,
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor | None, softcap: float | None, rows: torch.Tensor, row_loss: RowLoss,
                 chunk_rows: int) -> torch.Tensor:
         needs = ctx.needs_input_grad
@@ -75,7 +64,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         return (total / count).to(torch.promote_types(hidden.dtype, torch.float32))
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor
+    def backward(ctx: Any, grad_out: torch.Tensor
                  ) -> tuple[torch.Tensor | None, ...]:
         grads = [None if g is None else g * grad_out.to(g.dtype) for g in ctx.saved_tensors]
         grads = [None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes)]

@@ -8,9 +8,7 @@ from typing import Any
 
 import torch
 
-from ragforget.methods.base import require
-
-FRACTION_KEY = "method.mofo.fraction"
+from ragforget.errors import require
 
 
 class MoFO(torch.optim.Optimizer):
@@ -36,15 +34,18 @@ class MoFO(torch.optim.Optimizer):
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, fraction: float = 0.1) -> None:
-        require(_is_number(fraction) and 0 < fraction <= 1, FRACTION_KEY,
-                f"must be in (0, 1], got {fraction!r}", "the paper recommends 0.05-0.2; 1 is plain AdamW")
+                 eps: float = 1e-8, weight_decay: float = 0.0, *, fraction: float) -> None:
+        # lr, betas, eps and weight_decay keep AdamW's signature and defaults (the training module passes
+        # train.lr and train.weight_decay); fraction is MoFO's own, set in conf/method/mofo.yaml.
+        require(_is_number(fraction) and 0 < fraction <= 1, "fraction",
+                f"must be in (0, 1], got {fraction!r}", "the paper recommends 0.05-0.2; 1 is plain AdamW",
+                relative=True)
         require(_is_number(lr) and lr >= 0, "train.lr", f"must be >= 0, got {lr!r}")
         require(_is_number(weight_decay) and weight_decay >= 0, "train.weight_decay",
                 f"must be >= 0, got {weight_decay!r}")
         require(len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas),
-                "method.impl.optimizer.betas", f"must be two numbers in [0, 1), got {betas!r}")
-        require(_is_number(eps) and eps >= 0, "method.impl.optimizer.eps", f"must be >= 0, got {eps!r}")
+                "betas", f"must be two numbers in [0, 1), got {betas!r}", relative=True)
+        require(_is_number(eps) and eps >= 0, "eps", f"must be >= 0, got {eps!r}", relative=True)
         defaults = {"lr": float(lr), "betas": (float(betas[0]), float(betas[1])), "eps": float(eps),
                     "weight_decay": float(weight_decay), "fraction": float(fraction)}
         super().__init__(params, defaults)

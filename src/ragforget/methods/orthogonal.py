@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ragforget.methods.base import LossTerm, MethodContext, StepTensors, require
+from ragforget.errors import require
+from ragforget.methods.base import LossTerm, MethodContext, StepTensors
 from ragforget.methods.deltas import LoraLayer, full_precision, lora_layers
-from ragforget.methods.losses import upcast
+from ragforget.utils.numerics import upcast
 
 
 def base_energy_share(A: torch.Tensor, W: torch.Tensor, base_sq_norm: torch.Tensor | None = None) -> torch.Tensor:
@@ -34,8 +35,8 @@ def base_energy_share(A: torch.Tensor, W: torch.Tensor, base_sq_norm: torch.Tens
 class OrthogonalLoRA(LossTerm):
     """weight * mean over adapted layers of ``base_energy_share(A, W)``; requires LoRA adapters."""
 
-    def __init__(self, weight: float = 50.0, weight_key: str = "method.orthogonal.lambda") -> None:
-        super().__init__(weight, weight_key)
+    def __init__(self, weight: float) -> None:
+        super().__init__(weight)
         self._layers: list[LoraLayer] = []
 
     def setup(self, model: nn.Module, context: MethodContext) -> None:
@@ -51,5 +52,5 @@ class OrthogonalLoRA(LossTerm):
             raise RuntimeError("OrthogonalLoRA.value called before setup")
         with full_precision(step.device):
             shares = [base_energy_share(layer.A, layer.W, norm)
-                      for layer, norm in zip(self._layers, self.base_sq_norms)]
+                      for layer, norm in zip(self._layers, self.base_sq_norms)]  # type: ignore[arg-type]
             return torch.stack(shares).mean()

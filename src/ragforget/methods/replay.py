@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ragforget.data.general import GeneralDataSource, general_training_examples, read_general
 from ragforget.data.rag_examples import TrainingExample
-from ragforget.errors import ConfigError
-from ragforget.methods.base import DataTransform, MethodContext, require
+from ragforget.errors import ConfigError, require
+from ragforget.methods.base import DataTransform, MethodContext
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -30,17 +30,17 @@ def general_count(n_examples: int, ratio: float) -> int:
 class MixGeneralData(DataTransform):
     """Replace a seeded ``ratio`` share of the RAG examples with general ones, then shuffle."""
 
-    def __init__(self, source: GeneralDataSource, ratio: float, ratio_key: str = "method.replay.ratio") -> None:
-        require(isinstance(ratio, (int, float)) and not isinstance(ratio, bool), ratio_key,
-                f"must be a number, got {ratio!r}")
-        require(0.0 <= float(ratio) <= 1.0, ratio_key, f"must be in [0, 1], got {ratio}",
-                "the share of training examples that are general data, e.g. 0.1")
-        require(isinstance(source, GeneralDataSource), "general_data",
+    def __init__(self, source: GeneralDataSource, ratio: float) -> None:
+        require(isinstance(ratio, (int, float)) and not isinstance(ratio, bool), "ratio",
+                f"must be a number, got {ratio!r}", relative=True)
+        require(0.0 <= float(ratio) <= 1.0, "ratio", f"must be in [0, 1], got {ratio}",
+                "the share of training examples that are general data, e.g. 0.1", relative=True)
+        require(isinstance(source, GeneralDataSource), "source",
                 f"is a {type(source).__name__}, not a general-data source",
-                "its _target_ must be e.g. ragforget.data.general.PackagedShareGPT")
+                "set general_data=<source>, or a _target_ such as ragforget.data.general.PackagedShareGPT",
+                relative=True)
         self.source = source
         self.ratio = float(ratio)
-        self.ratio_key = ratio_key
 
     def prepare(self, context: MethodContext) -> Path:
         """Build (or find in the cache) the general set, and report it to MLflow."""
@@ -58,14 +58,18 @@ class MixGeneralData(DataTransform):
             return list(examples)
         rag_indices = [i for i, example in enumerate(examples) if example.source == "rag"]
         if n_general > len(rag_indices):  # only when an earlier transform already mixed other data in
-            raise ConfigError(self.ratio_key, f"asks for {n_general} general examples but only "
-                              f"{len(rag_indices)} of {len(examples)} training examples are RAG examples")
+            raise ConfigError("ratio", f"asks for {n_general} general examples but only "
+                              f"{len(rag_indices)} of {len(examples)} training examples are RAG examples",
+                              relative=True)
         path = self.prepare(context)
         rows = read_general(path)
         if len(rows) < n_general:
-            raise ConfigError(self.source.config_key, f"{path} has {len(rows)} usable row(s); replay needs "
-                              f"{n_general} ({self.ratio} of {len(examples)} training examples)",
-                              f"{self.source.grow_hint}, or lower {self.ratio_key}")
+            source = self.source
+            key = f"source.{source.config_key}" if source.config_key_relative else source.config_key
+            raise ConfigError(key, f"{path} has {len(rows)} usable row(s); replay needs {n_general} "
+                              f"({self.ratio} of {len(examples)} training examples)",
+                              f"{source.grow_hint}, or lower the transform's ratio",
+                              relative=source.config_key_relative)
         rng = random.Random(context.seed)
         replaced = set(rng.sample(rag_indices, n_general))
         general = general_training_examples(rng.sample(rows, n_general))

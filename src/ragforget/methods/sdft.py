@@ -13,14 +13,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-
+from ragforget.data.answers import substring_match
 from ragforget.data.encoding import encode_prompt
 from ragforget.data.prompt import Message, RagPrompt
 from ragforget.data.rag_examples import TrainingExample
-from ragforget.errors import ConfigError, DataError
-from ragforget.evaluation.generation import greedy_generate
-from ragforget.evaluation.metrics import substring_match
-from ragforget.methods.base import DataTransform, MethodContext, require
+from ragforget.errors import DataError, require
+from ragforget.methods.base import DataTransform, MethodContext
+from ragforget.models.generation import Generation, greedy_generations
 from ragforget.models.loading import load_model
 from ragforget.utils.device import check_device, release_memory
 from ragforget.utils.hashing import code_and_versions, stable_hash
@@ -30,19 +29,11 @@ from ragforget.utils.templates import check_placeholders
 
 log = get_logger(__name__)
 
-KEY = "method.sdft"
-# The SDFT repo's distillation prompt ("alpaca_distill_refer"): the request, the reference answer, and
-# "Refer to the reference answer and write your own response." Here it wraps the user turn, so the
-# RAG system instruction (answer briefly) still applies to the rewrite.
-DEFAULT_TEMPLATE = ("{request}\n\nReference answer: {reference}\n\n"
-                    "Refer to the reference answer and write your own response.")
-# A rewrite that talks about the reference or the exercise teaches the model to do so; the SDFT repo
-# rejects such phrases ("reference answer", "your own response", ...). "reference" covers the first.
-DEFAULT_BANNED = ("reference", "your own response", "your response", "my response", "your turn")
-PLACEHOLDERS = {"request", "reference"}
+PLACEHOLDERS = {"request", "reference"}  # what the distillation template must use (conf/method/sdft.yaml)
 
-# (prompt token ids, context) -> one rewrite per prompt. Swappable so tests need no real model.
-Generator = Callable[[Sequence[list[int]], MethodContext], list[str]]
+# (prompt token ids, context) -> one rewrite per prompt, with whether it ended by itself (a stop token)
+# or was cut at max_new_tokens. Swappable so tests need no real model.
+Generator = Callable[[Sequence[list[int]], MethodContext], list[Generation]]
 
 
 class SelfDistill(DataTransform):
@@ -53,15 +44,14 @@ class SelfDistill(DataTransform):
     rule is re-applied on every run, since it is cheap and its banned phrases need no regeneration.
     """
 
-    def __init__(self, template: str = DEFAULT_TEMPLATE, max_new_tokens: int = 48, batch_size: int = 16,
-                 banned: Sequence[str] = DEFAULT_BANNED, answer_cue: str = RagPrompt.plain_answer_cue,
-                 device: str = "auto", generator: Generator | None = None) -> None:
-        require(max_new_tokens > 0, f"{KEY}.max_new_tokens", f"must be > 0, got {max_new_tokens}",
-                "enough for a short answer sentence, e.g. 48")
-        require(batch_size > 0, f"{KEY}.batch_size", f"must be > 0, got {batch_size}")
-        check_placeholders(template, PLACEHOLDERS, f"{KEY}.template")
+    def __init__(self, template: str, max_new_tokens: int, batch_size: int, banned: Sequence[str], device: str,
+                 answer_cue: str = RagPrompt.plain_answer_cue, generator: Generator | None = None) -> None:
+        require(max_new_tokens > 0, "max_new_tokens", f"must be > 0, got {max_new_tokens}",
+                "enough for a short answer sentence, e.g. 48", relative=True)
+        require(batch_size > 0, "batch_size", f"must be > 0, got {batch_size}", relative=True)
+        check_placeholders(template, PLACEHOLDERS, "template", relative=True)
         banned = [str(word) for word in banned]
-        require(all(word.strip() for word in banned), f"{KEY}.banned", "must not contain empty phrases")
+        require(all(word.strip() for word in banned), "banned", "must not contain empty phrases", relative=True)
         self.template = template
         self.max_new_tokens = int(max_new_tokens)
         self.batch_size = int(batch_size)
@@ -73,20 +63,24 @@ class SelfDistill(DataTransform):
     def __call__(self, examples: list[TrainingExample], context: MethodContext) -> list[TrainingExample]:
         rag = [i for i, ex in enumerate(examples) if ex.golden_answers]
         if not rag:
-            context.metrics.update({"sdft/kept_fraction": 0.0, "sdft/cache_hit": 0.0, "sdft/rewrite_s": 0.0})
+            context.metrics.update({"sdft/kept_fraction": 0.0, "sdft/cut_fraction": 0.0, "sdft/cache_hit": 0.0,
+                                    "sdft/rewrite_s": 0.0})
             return examples
         rag_examples = [examples[i] for i in rag]
         rewrites, cache_hit, seconds = self.rewrites(rag_examples, context)
         result = list(examples)
         kept = 0
         for i, example, rewrite in zip(rag, rag_examples, rewrites):
-            if self.keeps(rewrite, example):
-                result[i] = dataclasses.replace(example, target=rewrite)
+            # A rewrite cut at max_new_tokens is a failed rewrite: training would teach the model to end
+            # a half sentence with an end-of-turn.
+            if rewrite.finished and self.keeps(rewrite.text, example):
+                result[i] = dataclasses.replace(example, target=rewrite.text)
                 kept += 1
-        context.metrics.update({"sdft/kept_fraction": kept / len(rag), "sdft/cache_hit": float(cache_hit),
-                                "sdft/rewrite_s": seconds})
-        log.info("sdft: kept %d of %d rewrites (%.0f%%); the rest train on the original target",
-                 kept, len(rag), 100 * kept / len(rag))
+        cut = sum(not rewrite.finished for rewrite in rewrites)
+        context.metrics.update({"sdft/kept_fraction": kept / len(rag), "sdft/cut_fraction": cut / len(rag),
+                                "sdft/cache_hit": float(cache_hit), "sdft/rewrite_s": seconds})
+        log.info("sdft: kept %d of %d rewrites (%.0f%%; %d cut at max_new_tokens); the rest train on the "
+                 "original target", kept, len(rag), 100 * kept / len(rag), cut)
         return result
 
     def keeps(self, rewrite: str, example: TrainingExample) -> bool:
@@ -95,7 +89,8 @@ class SelfDistill(DataTransform):
         return (substring_match(rewrite, example.golden_answers) == 1.0
                 and not any(word in lowered for word in self.banned))
 
-    def rewrites(self, examples: list[TrainingExample], context: MethodContext) -> tuple[list[str], bool, float]:
+    def rewrites(self, examples: list[TrainingExample], context: MethodContext
+                 ) -> tuple[list[Generation], bool, float]:
         """Raw rewrites of ``examples`` (cached), whether they came from the cache, generation seconds."""
         folder = self.cache_folder(examples, context)
         with cache_lock(folder):  # parallel jobs rewrite once
@@ -105,7 +100,7 @@ class SelfDistill(DataTransform):
             return self._rewrite(examples, context, folder)
 
     def _rewrite(self, examples: list[TrainingExample], context: MethodContext,
-                 folder: Path) -> tuple[list[str], bool, float]:
+                 folder: Path) -> tuple[list[Generation], bool, float]:
         log.info("sdft: rewriting %d targets with the starting model (cached in %s)", len(examples), folder)
         start = time.perf_counter()
         prompts = [self.prompt_ids(ex, context) for ex in examples]
@@ -114,14 +109,15 @@ class SelfDistill(DataTransform):
         if len(rewrites) != len(examples):
             raise RuntimeError(f"sdft generator returned {len(rewrites)} rewrites for {len(examples)} prompts")
         with atomic_path(folder) as tmp:
-            write_jsonl(tmp / "rewrites.jsonl", [{"id": ex.id, "target": ex.target, "rewrite": text}
-                                                 for ex, text in zip(examples, rewrites)])
+            write_jsonl(tmp / "rewrites.jsonl", [
+                {"id": ex.id, "target": ex.target, "rewrite": rewrite.text, "finished": rewrite.finished}
+                for ex, rewrite in zip(examples, rewrites)])
             write_json(tmp / "settings.json", self.settings(context))
         return rewrites, False, seconds
 
     def settings(self, context: MethodContext) -> dict[str, object]:
         """Everything besides the examples that changes the rewrites."""
-        return {**code_and_versions(__name__, "ragforget.evaluation.generation", "ragforget.data"),
+        return {**code_and_versions(__name__, "ragforget.models.generation", "ragforget.data"),
                 "model": context.model_key, "dtype": context.dtype,
                 "chat_template": context.chat_template, "template": self.template,
                 "answer_cue": self.answer_cue, "max_new_tokens": self.max_new_tokens,
@@ -157,20 +153,20 @@ class SelfDistill(DataTransform):
                                                          reference=example.target)
         return messages
 
-    def generate_with_base_model(self, prompts: Sequence[list[int]], context: MethodContext) -> list[str]:
+    def generate_with_base_model(self, prompts: Sequence[list[int]], context: MethodContext) -> list[Generation]:
         """Greedy rewrites by the starting model, loaded for this pass only."""
         model = load_model(context.model_path, context.dtype, self.device)
         try:
-            return greedy_generate(model, context.tokenizer, prompts, self.batch_size, self.max_new_tokens,
-                                   desc="sdft rewrite")
+            return greedy_generations(model, context.tokenizer, prompts, self.batch_size, self.max_new_tokens,
+                                      desc="sdft rewrite")
         finally:
             del model
             release_memory()
 
 
-def _read_rewrites(path: Path, examples: list[TrainingExample]) -> list[str]:
-    records = read_jsonl(path, required=("id", "rewrite"))
+def _read_rewrites(path: Path, examples: list[TrainingExample]) -> list[Generation]:
+    records = read_jsonl(path, required=("id", "rewrite", "finished"))
     if [r["id"] for r in records] != [ex.id for ex in examples]:
         raise DataError(path, None, "cached rewrites do not match the training examples",
                         "delete this folder to regenerate them")
-    return [str(r["rewrite"]) for r in records]
+    return [Generation(str(r["rewrite"]), bool(r["finished"])) for r in records]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ragforget.methods.base import LossTerm, StepTensors, require
+from ragforget.errors import require
+from ragforget.methods.base import LossTerm, StepTensors
 from ragforget.methods.losses import KLDirection, masked_kl, prompt_positions
 
 
@@ -16,10 +17,10 @@ class PositionKL(LossTerm):
 
     needs_reference = True
 
-    def __init__(self, weight: float = 0.5, direction: KLDirection = "forward", weight_key: str = "weight") -> None:
-        super().__init__(weight, weight_key)
-        require(direction in ("forward", "reverse"), weight_key.rsplit(".", 1)[0] + ".direction",
-                f"must be 'forward' or 'reverse', got {direction!r}")
+    def __init__(self, weight: float, direction: KLDirection) -> None:
+        super().__init__(weight)
+        require(direction in ("forward", "reverse"), "direction", f"must be 'forward' or 'reverse', got {direction!r}",
+                relative=True)
         self.direction = direction
 
     def positions(self, step: StepTensors) -> torch.Tensor:

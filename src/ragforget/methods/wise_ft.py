@@ -5,19 +5,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch import nn
 
-from ragforget.methods.base import MethodContext, PosthocTransform, Variant, require
+from ragforget.errors import require
+from ragforget.methods.base import MethodContext, PosthocTransform, Variant
 from ragforget.models.loading import has_adapters, load_model
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-WEIGHTS_KEY = "method.wise_ft.weights"
-WEIGHT_PARAM = "method.wise_ft.weight"  # what each variant run logs as its parameter
+WEIGHT_PARAM = "method.posthoc.weight"  # what each variant run logs as its parameter (beside method.posthoc.weights)
 
 
 class WiseFT(PosthocTransform):
@@ -30,15 +29,15 @@ class WiseFT(PosthocTransform):
 
     def __init__(self, weights: Sequence[float]) -> None:
         require(isinstance(weights, Sequence) and not isinstance(weights, str) and len(weights) > 0,
-                WEIGHTS_KEY, f"must be a non-empty list of numbers in [0, 1], got {weights!r}")
+                "weights", f"must be a non-empty list of numbers in [0, 1], got {weights!r}", relative=True)
         for weight in weights:
             is_number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
-            require(is_number and math.isfinite(weight) and 0 <= weight <= 1, WEIGHTS_KEY,
-                    f"every weight must be a number in [0, 1], got {weight!r}")
+            require(is_number and math.isfinite(weight) and 0 <= weight <= 1, "weights",
+                    f"every weight must be a number in [0, 1], got {weight!r}", relative=True)
         self.weights = [float(w) for w in weights]
         # Each variant is a run with its own folder named after w: a repeat would overwrite another.
-        require(len(set(self.weights)) == len(self.weights), WEIGHTS_KEY,
-                f"has repeated weights: {self.weights}")
+        require(len(set(self.weights)) == len(self.weights), "weights",
+                f"has repeated weights: {self.weights}", relative=True)
 
     def variants(self) -> list[Variant]:
         return [Variant(name=f"w{w}", params={WEIGHT_PARAM: w}, identity=w == 1.0) for w in self.weights]
@@ -56,24 +55,20 @@ class WiseFT(PosthocTransform):
 
 @contextmanager
 def scaled_adapters(model: nn.Module, weight: float) -> Iterator[None]:
-    """Multiply every LoRA layer's scaling by ``weight``; the original scalings come back exactly."""
+    """Multiply every LoRA layer's scaling by ``weight``; the original scalings come back exactly.
+
+    peft's ``rescale_adapter_scale`` does the scaling (peft documents it as WiSE-FT for LoRA). It does
+    not check that the scaling still matters, so that is checked here first.
+    """
+    from peft.helpers import rescale_adapter_scale
     from peft.tuners.lora import LoraLayer
 
-    layers = [module for module in model.modules() if isinstance(module, LoraLayer)]
-    for layer in layers:
+    for layer in model.modules():
         # A merged adapter ignores its scaling, and variants (DoRA, ...) are not linear in it.
-        if layer.merged or getattr(layer, "lora_variant", None):
+        if isinstance(layer, LoraLayer) and (layer.merged or getattr(layer, "lora_variant", None)):
             raise ValueError("wise_ft needs unmerged plain LoRA adapters (no merge, no DoRA-like variants)")
-    saved = [dict(layer.scaling) for layer in layers]
-    try:
-        for layer in layers:
-            for adapter in layer.scaling:
-                layer.scaling[adapter] *= weight
+    with rescale_adapter_scale(model, weight):
         yield
-    finally:
-        for layer, scaling in zip(layers, saved):
-            layer.scaling.clear()
-            layer.scaling.update(scaling)
 
 
 @contextmanager

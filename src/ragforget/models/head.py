@@ -47,7 +47,7 @@ class FinalHidden:
 
 def linear_head(model: nn.Module) -> LinearHead:
     """The model's LM head; refuses a head wrapped by an adapter (its delta would be skipped)."""
-    module = model.get_output_embeddings()
+    module = model.get_output_embeddings()  # type: ignore[operator]  # nn.Module types attributes as Tensor | Module
     if not isinstance(module, nn.Linear) or hasattr(module, "base_layer"):
         raise ConfigError("model.lora.target_modules",
                           f"the LM head is a {type(module).__name__}, not a plain linear layer",
@@ -61,7 +61,7 @@ def linear_head(model: nn.Module) -> LinearHead:
 
 def final_hidden(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> FinalHidden:
     """Run the model's backbone only (adapters and activation checkpointing included)."""
-    backbone = model.get_decoder()
+    backbone = model.get_decoder()  # type: ignore[operator]
     out = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
     return FinalHidden(out.last_hidden_state, linear_head(model))
 

@@ -42,8 +42,7 @@ def starting_model_key(model_cfg: DictConfig) -> dict[str, Any]:
     """
     key = OmegaConf.to_container(model_cfg, resolve=True)
     assert isinstance(key, dict)
-    key.pop("lora", None)
-    return key
+    return {str(name): value for name, value in key.items() if name != "lora"}
 
 
 def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu") -> PreTrainedModel:
@@ -65,12 +64,12 @@ def attach_lora(model: PreTrainedModel, lora: Mapping[str, Any]) -> PreTrainedMo
     targets = lora.get("target_modules", "all-linear")
     config = LoraConfig(
         r=int(lora["r"]),
-        lora_alpha=float(lora["alpha"]),
+        lora_alpha=float(lora["alpha"]),  # type: ignore[arg-type]  # peft annotates int; any number scales
         lora_dropout=float(lora.get("dropout", 0.0)),
         target_modules=targets if isinstance(targets, str) else list(targets),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    return get_peft_model(model, config)  # type: ignore[return-value]  # forwards every PreTrainedModel attribute
 
 
 def has_adapters(model: torch.nn.Module) -> bool:

@@ -1,7 +1,8 @@
 """Where a model's weights come from. Each source turns into something ``from_pretrained`` accepts.
 
-Every source has ``materialize(cache_dir) -> str``: a local snapshot directory (safetensors +
-tokenizer); for :class:`HubModel` the Hugging Face cache's snapshot folder of the resolved commit.
+Every source is an ``assets.sources.ModelSource``: ``materialize(cache_dir) -> str`` is a local
+snapshot directory (safetensors + tokenizer); for :class:`HubModel` the Hugging Face cache's snapshot
+folder of the resolved commit.
 Loading is then identical for all of them.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from ragforget.assets.packages import fetch_package, read_member
 from ragforget.assets.registry import spec_for
+from ragforget.assets.sources import ModelSource
 from ragforget.errors import ConfigError
 from ragforget.utils.hashing import package_versions, stable_hash
 from ragforget.utils.io import atomic_path, cache_lock
@@ -87,8 +89,12 @@ class HubModel:
     def _snapshot(self) -> Path:
         """Download (or find in the cache) the snapshot; Hub errors become ConfigErrors naming the key to fix."""
         from huggingface_hub import constants, is_offline_mode
-        from huggingface_hub.errors import (HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                            RevisionNotFoundError)
+        from huggingface_hub.errors import (
+            HFValidationError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
 
         revision = self.revision or "the default branch"
         try:
@@ -146,7 +152,7 @@ class PackagedGGUF:
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         # Without this, save_pretrained and training refuse the dequantized model as "quantized".
         if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer.remove_quantization_config(model)
+            model.hf_quantizer.remove_quantization_config(model)  # type: ignore[union-attr,operator]
         with atomic_path(snapshot) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
@@ -176,7 +182,7 @@ class RandomTransformer:
     the tokenizer's decode to nothing. Weights are created in ``dtype``.
     """
 
-    def __init__(self, tokenizer_source: Any, arch: dict[str, Any], vocab_size: int, model_type: str = "llama",
+    def __init__(self, tokenizer_source: ModelSource, arch: dict[str, Any], vocab_size: int, model_type: str = "llama",
                  dtype: str = "float32", seed: int = 0) -> None:
         self.tokenizer_source = tokenizer_source
         self.model_type = model_type

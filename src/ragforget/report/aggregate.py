@@ -1,78 +1,71 @@
-"""Seeds to mean ± std per (row, column), and the best column of each row. Pure functions."""
+"""Seeds to mean ± std [95% t interval] per (row, column), and the best column of each row, with pandas.
+
+The report's table is long, as ``table.csv`` holds it: one line per (row, column) in the spec's order,
+with the metric over the column's seeds, already scaled.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import numpy as np
+import pandas as pd
+from scipy.stats import t
 
-from ragforget.evaluation.statistics import t_interval
-from ragforget.report.query import RunRecord, Selection, metric_values
-from ragforget.report.spec import ReportSpec, Row
+from ragforget.report.query import Selection
+from ragforget.report.spec import ReportSpec
 
-
-@dataclass(frozen=True)
-class Cell:
-    """A metric over seeds, already scaled; ``std`` is the sample std (ddof=1) and (lo, hi) the 95%
-    Student-t interval of the mean, None for one seed."""
-
-    mean: float
-    std: float | None
-    n: int
-    lo: float | None = None
-    hi: float | None = None
+TABLE_COLUMNS = ["metric", "row", "column", "mean", "std", "lo", "hi", "n"]
 
 
-def summarize(values: Sequence[float], scale: float = 1.0) -> Cell | None:
-    if not values:
-        return None
-    scaled = [v * scale for v in values]
-    mean, lo, hi = t_interval(scaled)
-    if len(scaled) == 1:
-        return Cell(mean, None, 1)
-    std = math.sqrt(sum((v - mean) ** 2 for v in scaled) / (len(scaled) - 1))
-    return Cell(mean, std, len(scaled), lo, hi)
+def run_metrics(selection: Selection) -> pd.DataFrame:
+    """One line per selected run, indexed by its column label (a category for every column, even one
+    without runs), with its metrics as columns (NaN where the run has none)."""
+    labels = [label for label, runs in selection.used.items() for _ in runs]
+    index = pd.CategoricalIndex(labels, categories=list(selection.used), name="column")
+    return pd.DataFrame([run.metrics for runs in selection.used.values() for run in runs], index=index, dtype=float)
 
 
-Table = dict[str, dict[str, Cell | None]]   # row label -> column label -> cell
+def over_seeds(runs: pd.DataFrame, metric: str, scale: float = 1.0, level: float = 0.95) -> pd.DataFrame:
+    """Per column: mean, sample std (ddof=1), the Student-t interval of the mean (lo, hi) and n, of
+    ``metric`` x ``scale``; std, lo and hi are NaN for one seed, and all but n=0 for none."""
+    values = runs.reindex(columns=[metric])[metric] * scale
+    stats = values.groupby(level="column", observed=False).agg(["mean", "std", "sem", "count"])
+    half = stats["sem"] * t.ppf(0.5 + level / 2.0, stats["count"] - 1)  # NaN below two seeds
+    return pd.DataFrame({"mean": stats["mean"], "std": stats["std"], "lo": stats["mean"] - half,
+                         "hi": stats["mean"] + half, "n": stats["count"]})
 
 
-def aggregate(spec: ReportSpec, selection: Selection) -> Table:
-    return {row.label: {label: summarize(metric_values(runs, row.metric), row.scale)
-                        for label, runs in selection.used.items()}
-            for row in spec.rows}
+def aggregate(spec: ReportSpec, selection: Selection) -> pd.DataFrame:
+    """The report's long table (``TABLE_COLUMNS``): the spec's rows, each over the selection's columns."""
+    runs = run_metrics(selection)
+    parts = [over_seeds(runs, row.metric, row.scale).assign(metric=row.metric, row=row.label) for row in spec.rows]
+    return pd.concat(parts).reset_index()[TABLE_COLUMNS]
 
 
-def best_columns(spec: ReportSpec, table: Table) -> dict[str, set[str]]:
-    """Per row, the column(s) with the best mean (ties share it), among columns not excluded.
+def best_marks(spec: ReportSpec, table: pd.DataFrame) -> pd.Series:
+    """Per line of ``table``: does its column have the row's best mean as shown (ties at the row's
+    decimals share it), among the columns not excluded?
 
     A row where every column ties has no best: bolding all of them would mark nothing.
     """
-    best: dict[str, set[str]] = {}
+    marks = pd.Series(False, index=table.index)
+    candidates = table[table["mean"].notna() & ~table["column"].isin(spec.exclude_from_best)]
     for row in spec.rows:
-        cells = {label: cell for label, cell in table[row.label].items()
-                 if cell is not None and label not in spec.exclude_from_best}
-        if not cells:
-            best[row.label] = set()
+        means = candidates.loc[candidates["row"] == row.label, "mean"]
+        if means.empty:
             continue
-        pick = min if row.lower_is_better else max
-        target = round(pick(c.mean for c in cells.values()), row.decimals)
-        winners = {label for label, c in cells.items() if round(c.mean, row.decimals) == target}
-        best[row.label] = winners if len(winners) < len(cells) or len(cells) == 1 else set()
-    return best
+        shown = means.map(f"{{:.{row.decimals}f}}".format)
+        winners = shown == shown[means.idxmin() if row.lower_is_better else means.idxmax()]
+        if not winners.all() or len(winners) == 1:
+            marks[winners[winners].index] = True
+    return marks
 
 
-def paired_points(runs: Sequence[RunRecord], x: str, y: str) -> list[tuple[float, float, RunRecord]]:
-    """(x, y) of every run that has both metrics."""
-    return [(r.metrics[x], r.metrics[y], r) for r in runs if x in r.metrics and y in r.metrics]
-
-
-def format_cell(cell: Cell | None, row: Row) -> str:
+def cell_text(mean: float, std: float, lo: float, hi: float, decimals: int) -> str:
     """'12.34 ± 0.56 [11.1, 13.6]': mean ± std over seeds [95% t interval] (the value alone for one seed;
     '–' when no run has the metric)."""
-    if cell is None:
+    if np.isnan(mean):
         return "–"
-    text = f"{cell.mean:.{row.decimals}f}"
-    if cell.std is None:
+    text = f"{mean:.{decimals}f}"
+    if np.isnan(std):
         return text
-    return f"{text} ± {cell.std:.{row.decimals}f} [{cell.lo:.{row.decimals}f}, {cell.hi:.{row.decimals}f}]"
+    return f"{text} ± {std:.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]"

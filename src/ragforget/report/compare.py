@@ -14,12 +14,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragforget.evaluation.statistics import (ITEM_SCORES, ItemScores, PairedDelta, paired_macro_bootstrap,
-                                             read_item_scores)
+import pandas as pd
+
+from ragforget.evaluation.statistics import (
+    ITEM_SCORES,
+    ItemScores,
+    PairedDelta,
+    paired_macro_bootstrap,
+    read_item_scores,
+)
 from ragforget.report.query import Selection
+from ragforget.report.render import markdown_table
 from ragforget.report.spec import ReportSpec
 from ragforget.utils.logging import get_logger
-from ragforget.utils.markdown import markdown_table
 
 log = get_logger(__name__)
 
@@ -74,9 +81,9 @@ def paired_comparisons(spec: ReportSpec, selection: Selection, load: ItemLoader,
     for label, runs in selection.used.items():
         if label == reference:
             continue
-        pairs = [(items_of(reference_runs[run.seed].run_id), items_of(run.run_id), run.seed)
-                 for run in runs if run.seed in reference_runs]
-        pairs = [(ref, own, s) for ref, own, s in pairs if ref is not None and own is not None]
+        pairs = [(ref, own, run.seed) for run in runs if run.seed in reference_runs
+                 if (ref := items_of(reference_runs[run.seed].run_id)) is not None
+                 and (own := items_of(run.run_id)) is not None]
         for measure in spec.compare:
             base, tuned, seeds = {}, {}, 0
             for ref, own, run_seed in pairs:
@@ -91,25 +98,21 @@ def paired_comparisons(spec: ReportSpec, selection: Selection, load: ItemLoader,
     return comparisons
 
 
+def delta_text(d: PairedDelta, scale: float) -> str:
+    """'+1.23 [-0.50, +2.96] *' (x ``scale``): * where the interval excludes 0."""
+    resolved = " *" if d.lo > 0 or d.hi < 0 else ""
+    return f"{scale * d.delta:+.2f} [{scale * d.lo:+.2f}, {scale * d.hi:+.2f}]{resolved}"
+
+
 def comparison_lines(comparisons: Sequence[Comparison], scale: float = 100.0) -> list[str]:
-    """A markdown table: one row per measure, one column per compared column, '+1.23 [-0.50, 2.96] *'
-    where * marks an interval that excludes 0."""
+    """A titled markdown table: one row per measure, one column per compared column."""
     if not comparisons:
         return []
-    columns = list(dict.fromkeys(c.column for c in comparisons))
-    cells = {(c.measure, c.column): c for c in comparisons}
-    body = []
-    for measure in dict.fromkeys(c.measure for c in comparisons):
-        row = [measure]
-        for column in columns:
-            c = cells.get((measure, column))
-            if c is None:
-                row.append("–")
-                continue
-            d = c.delta
-            resolved = " *" if d.lo > 0 or d.hi < 0 else ""
-            row.append(f"{scale * d.delta:+.2f} [{scale * d.lo:+.2f}, {scale * d.hi:+.2f}]{resolved}")
-        body.append(row)
-    reference = comparisons[0].reference
-    return [f"### Paired differences from {reference} (x{scale:g}; same seeds and items, 95% bootstrap over "
-            "items; * = the interval excludes 0)", "", *markdown_table(["measure", *columns], body)]
+    texts = pd.DataFrame([(c.measure, c.column, delta_text(c.delta, scale)) for c in comparisons],
+                         columns=["measure", "column", "text"])
+    table = (texts.pivot(index="measure", columns="column", values="text")
+             .reindex(index=texts["measure"].unique(), columns=texts["column"].unique()).fillna("–")
+             .rename_axis(index="measure", columns=None))
+    return [f"### Paired differences from {comparisons[0].reference} (x{scale:g}; same seeds and items, 95% "
+            "bootstrap over items; * = the interval excludes 0)", "", markdown_table(table)]
+

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ragforget.evaluation.statistics import pearson_interval
-from ragforget.report.aggregate import paired_points, summarize
-from ragforget.report.query import Selection, metric_values
+from ragforget.report.aggregate import over_seeds, run_metrics
+from ragforget.report.query import Selection
 from ragforget.report.spec import ReportSpec
 
 # A correlation over fewer runs, or over values that barely vary, says nothing: it is not drawn.
@@ -52,19 +52,17 @@ def save_figure(plt: Any, fig: Any, ax: Any, title: str, path: Path) -> None:
 def tradeoff_plot(spec: ReportSpec, selection: Selection, path: Path) -> int:
     """One point per column: mean (x, y) over seeds, error bars = std over seeds; returns the points drawn."""
     x_metric, y_metric = spec.tradeoff
+    runs = run_metrics(selection)
+    x, y = over_seeds(runs, x_metric).fillna({"std": 0.0}), over_seeds(runs, y_metric).fillna({"std": 0.0})
+    both = x.index[(x["n"] > 0) & (y["n"] > 0)]
     plt, fig, ax = new_figure()
-    drawn = 0
-    for label, runs in selection.used.items():
-        x, y = summarize(metric_values(runs, x_metric)), summarize(metric_values(runs, y_metric))
-        if x is None or y is None:
-            continue
-        ax.errorbar(x.mean, y.mean, xerr=x.std or 0.0, yerr=y.std or 0.0, fmt="o", capsize=3,
-                    label=f"{label} (n={x.n})")
-        drawn += 1
+    for label in both:
+        ax.errorbar(x.at[label, "mean"], y.at[label, "mean"], xerr=x.at[label, "std"], yerr=y.at[label, "std"],
+                    fmt="o", capsize=3, label=f"{label} (n={x.at[label, 'n']})")
     ax.set_xlabel(f"{x_metric} (general ability kept)")
     ax.set_ylabel(f"{y_metric} (task)")
     save_figure(plt, fig, ax, f"{spec.name}: task vs retention, {models_of(selection)}; mean ± std over seeds", path)
-    return drawn
+    return len(both)
 
 
 def correlation_text(xs: list[float], ys: list[float], groups: list[str] | None = None,
@@ -84,17 +82,11 @@ def correlation_text(xs: list[float], ys: list[float], groups: list[str] | None 
 def shift_plot(spec: ReportSpec, selection: Selection, path: Path) -> tuple[str, tuple[float, float, float]]:
     """One point per run: distribution shift vs forgetting (the retention drop); returns the correlation."""
     shift_metric, change_metric = spec.shift
+    points = run_metrics(selection).reindex(columns=[shift_metric, change_metric]).dropna()
+    xs, ys = points[shift_metric].tolist(), (-points[change_metric]).tolist()  # forgetting = -(retention change)
     plt, fig, ax = new_figure()
-    xs: list[float] = []
-    ys: list[float] = []
-    for label, runs in selection.used.items():
-        points = paired_points(runs, shift_metric, change_metric)
-        if not points:
-            continue
-        px, py = [p[0] for p in points], [-p[1] for p in points]  # forgetting = minus the retention change
-        ax.scatter(px, py, label=label, s=18)
-        xs += px
-        ys += py
+    for label, column in points.groupby(level="column", observed=True, sort=False):
+        ax.scatter(column[shift_metric], -column[change_metric], label=label, s=18)
     text, correlation = correlation_text(xs, ys)
     ax.set_xlabel(f"{shift_metric} (distribution shift from the base model)")
     ax.set_ylabel(f"forgetting = -{change_metric}")

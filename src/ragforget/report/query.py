@@ -6,9 +6,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ragforget.report.spec import Column, ReportSpec
-from ragforget.utils.logging import get_logger
-
-log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,25 +44,15 @@ class Selection:
 
 
 def fetch_runs(tracking_uri: str, experiment: str, filter_tags: Mapping[str, str]) -> list[RunRecord]:
-    """Every run of ``experiment`` carrying ``filter_tags`` (an MLflow search, paged)."""
-    from mlflow.tracking import MlflowClient
+    """Every run of ``experiment`` carrying ``filter_tags`` (MLflow's search pages through them; a missing
+    experiment gives none, with MLflow's warning)."""
+    import mlflow
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        log.warning("MLflow experiment '%s' does not exist at %s: every run is missing", experiment, tracking_uri)
-        return []
+    mlflow.set_tracking_uri(tracking_uri)  # the fluent search, the one that pages, reads the global URI
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in filter_tags.items())
-    records: list[RunRecord] = []
-    token: str | None = None
-    while True:
-        page = client.search_runs([found.experiment_id], filter_string=query, max_results=1000, page_token=token)
-        records += [RunRecord(run.info.run_id, run.info.run_name or run.info.run_id, run.info.status,
-                              run.info.start_time or 0, dict(run.data.tags), dict(run.data.params),
-                              dict(run.data.metrics)) for run in page]
-        token = page.token
-        if not token:
-            return records
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string=query, output_format="list")
+    return [RunRecord(run.info.run_id, run.info.run_name or run.info.run_id, run.info.status, run.info.start_time or 0,
+                      dict(run.data.tags), dict(run.data.params), dict(run.data.metrics)) for run in runs]
 
 
 def select_runs(spec: ReportSpec, runs: list[RunRecord]) -> Selection:
@@ -86,8 +73,4 @@ def select_runs(spec: ReportSpec, runs: list[RunRecord]) -> Selection:
                 if not failed:
                     selection.missing.append((column, seed))
     return selection
-
-
-def metric_values(runs: list[RunRecord], metric: str) -> list[float]:
-    return [r.metrics[metric] for r in runs if metric in r.metrics]
 

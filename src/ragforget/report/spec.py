@@ -99,6 +99,9 @@ def report_spec(raw: Mapping[str, Any]) -> ReportSpec:
         rows.append(Row(metric=str(row["metric"]), label=str(row.get("label", row["metric"])),
                         scale=float(row.get("scale", 100.0)), decimals=int(row.get("decimals", 2)),
                         lower_is_better=bool(row.get("lower_is_better", False))))
+    row_labels = [row.label for row in rows]
+    if len(set(row_labels)) != len(row_labels):
+        raise ConfigError("report.rows", f"row labels repeat: {row_labels}", "give each row its own label")
     published = None
     if raw.get("published"):
         pub = raw["published"]
@@ -121,9 +124,9 @@ def report_spec(raw: Mapping[str, Any]) -> ReportSpec:
         seeds=[str(s) for s in raw.get("seeds") or [0]], columns=columns, rows=rows,
         filter_tags=_strings(raw.get("filter_tags")),
         exclude_from_best=[str(x) for x in raw.get("exclude_from_best") or []],
-        tradeoff=tuple(plots.get("tradeoff", ReportSpec.tradeoff)),  # type: ignore[arg-type]
-        shift=tuple(plots.get("shift", ReportSpec.shift)),  # type: ignore[arg-type]
+        tradeoff=tuple(plots.get("tradeoff", ReportSpec.tradeoff)),
+        shift=tuple(plots.get("shift", ReportSpec.shift)),
         curves=tuple(plots.get("curves", ReportSpec.curves)),
-        shift_curves=tuple(plots.get("shift_curves", ReportSpec.shift_curves)),  # type: ignore[arg-type]
+        shift_curves=tuple(plots.get("shift_curves", ReportSpec.shift_curves)),
         published=published, compare_to=None if compare_to is None else str(compare_to),
         compare=tuple(str(m) for m in raw.get("compare") or ReportSpec.compare))

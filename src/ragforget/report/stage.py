@@ -8,20 +8,29 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
 from ragforget.errors import ConfigError
-from ragforget.report.aggregate import aggregate, best_columns
+from ragforget.report.aggregate import aggregate, best_marks
 from ragforget.report.compare import ItemLoader, comparison_lines, mlflow_item_scores, paired_comparisons
-from ragforget.report.curves import (HistoryLoader, column_curves, curve_plot, mlflow_histories, shift_forgetting_plot,
-                                     shift_forgetting_points)
+from ragforget.report.curves import (
+    HistoryLoader,
+    column_curves,
+    curve_plot,
+    mlflow_histories,
+    shift_forgetting_plot,
+    shift_forgetting_points,
+)
 from ragforget.report.plots import models_of, shift_plot, tradeoff_plot
+from ragforget.report.publish import SUMMARY, embed_pages, publish
 from ragforget.report.query import Selection, fetch_runs, select_runs
-from ragforget.report.render import csv_text, latex, markdown
-from ragforget.report.sweep import sweep_report
+from ragforget.report.render import csv_text, latex, markdown, summary
 from ragforget.report.spec import ReportSpec, report_spec
+from ragforget.report.sweep import sweep_report
 from ragforget.tracking.mlflow_run import TrackedRun
+from ragforget.tracking.status import tracked_run
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -80,7 +89,7 @@ def write_report(spec: ReportSpec, selection: Selection, out_dir: Path, items: I
     """
     table = aggregate(spec, selection)
     comparisons = paired_comparisons(spec, selection, items) if items is not None else []
-    best = best_columns(spec, table)
+    best = best_marks(spec, table)
     staging = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -95,10 +104,11 @@ def write_report(spec: ReportSpec, selection: Selection, out_dir: Path, items: I
              base_note]
     if histories is not None:
         notes += curve_files(spec, selection, histories, staging)
-    (staging / "table.md").write_text(markdown(spec, table, best, notes, comparison_lines(comparisons)),
-                                      encoding="utf-8")
+    compared = comparison_lines(comparisons)
+    (staging / SUMMARY).write_text(summary(spec, table, best, compared), encoding="utf-8")
+    (staging / "table.md").write_text(markdown(spec, table, best, notes, compared), encoding="utf-8")
     (staging / "table.tex").write_text(latex(spec, table, best), encoding="utf-8")
-    (staging / "table.csv").write_text(csv_text(spec, table), encoding="utf-8")
+    (staging / "table.csv").write_text(csv_text(table), encoding="utf-8")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
@@ -107,26 +117,24 @@ def write_report(spec: ReportSpec, selection: Selection, out_dir: Path, items: I
 
 def log_report(report: Report, cfg: DictConfig) -> str:
     """A run of its own (tag stage=report) in the reported experiment, with every file as an artifact."""
-    tracked = TrackedRun(cfg.logger.tracking_uri, report.spec.experiment,
-                         str(Path(cfg.logger.artifact_location).resolve()))
-    run_id = tracked.start(f"report-{report.spec.name}", {"stage": "report", "report": report.spec.name})
-    selection = report.selection
-    tracked.log_metrics({
-        "report/runs_used": selection.runs_used,
-        "report/runs_missing": len(selection.missing), "report/runs_failed": len(selection.failed),
-        "report/pearson_r": report.pearson_r, "report/pearson_r_lo": report.pearson_lo,
-        "report/pearson_r_hi": report.pearson_hi, "report/base_eval_saved_s": report.base_eval_saved_s})
-    tracked.log_artifact(report.out_dir, "report")
-    tracked.finish("FINISHED")
-    return run_id
+    run = TrackedRun(cfg.logger.tracking_uri, report.spec.experiment, str(Path(cfg.logger.artifact_location).resolve()))
+    with tracked_run(run, f"report-{report.spec.name}", {"stage": "report", "report": report.spec.name}) as tracked:
+        selection = report.selection
+        tracked.log_metrics({
+            "report/runs_used": selection.runs_used,
+            "report/runs_missing": len(selection.missing), "report/runs_failed": len(selection.failed),
+            "report/pearson_r": report.pearson_r, "report/pearson_r_lo": report.pearson_lo,
+            "report/pearson_r_hi": report.pearson_hi, "report/base_eval_saved_s": report.base_eval_saved_s})
+        tracked.log_artifact(report.out_dir, "report")
+    return str(tracked.run_id)
 
 
 def run_report(cfg: DictConfig) -> Report:
     if cfg.get("report") is None:
         raise ConfigError("report", "stage=report needs a report definition",
                           "add report=<name>, e.g. report=selfaug_table1 (see conf/report/)")
-    raw = OmegaConf.to_container(cfg.report, resolve=True)
-    assert isinstance(raw, dict)
+    raw = cast(dict[str, Any], OmegaConf.to_container(cfg.report, resolve=True))
+    pages = embed_pages(raw.get("embed_in") or []) if cfg.paths.get("results_dir") else []
     if raw.get("columns") == "auto":  # report=sweep: columns, seeds and rows come from the runs
         filters = {"stage": "all", **({"sweep_id": str(raw["sweep_id"])} if raw.get("sweep_id") else {})}
         spec, runs = sweep_report(raw, fetch_runs(cfg.logger.tracking_uri, str(raw["experiment"]), filters))
@@ -137,6 +145,8 @@ def run_report(cfg: DictConfig) -> Report:
     report = write_report(spec, selection, Path(cfg.paths.output_dir).resolve() / "reports" / spec.name,
                           mlflow_item_scores(cfg.logger.tracking_uri), mlflow_histories(cfg.logger.tracking_uri))
     run_id = log_report(report, cfg)
+    if cfg.paths.get("results_dir"):
+        publish(report.out_dir, Path(cfg.paths.results_dir), pages)
     log.info("report %s: %s (MLflow run %s)\n%s", spec.name, report.out_dir, run_id,
              (report.out_dir / "table.md").read_text(encoding="utf-8"))
     return report

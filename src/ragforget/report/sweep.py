@@ -2,8 +2,9 @@
 
 The columns are what the sweep varied: the overrides (the ``sweep_overrides`` tag every job of a
 ``--multirun`` carries) whose values differ between the runs, less the seed. ``--multirun
-method=sft,selfaug seed=0,1,2`` gives the columns ``method=selfaug`` and ``method=sft``, three seeds each. The rows are ODQA, retrieval, every retention
-task the runs measured, the retention average and the distribution shift.
+method=sft,selfaug seed=0,1,2`` gives the columns ``method=selfaug`` and ``method=sft``, three seeds each.
+The rows are ODQA, retrieval, every retention task the runs measured, the retention average and the
+distribution shift.
 """
 
 from __future__ import annotations

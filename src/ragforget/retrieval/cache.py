@@ -10,7 +10,7 @@ and repeated runs skip the work.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ def retrieved_path(retriever: Retriever, k: int, corpus_hash: str, cache_dir: st
 
 def retrieve_split(
     retriever: Retriever,
-    records: Sequence[dict[str, Any]],
+    records: Sequence[Mapping[str, Any]],
     k: int,
     corpus_path: str | Path,
     cache_dir: str | Path,
@@ -99,7 +99,7 @@ def retrieve_split(
         return _retrieve_split(retriever, records, k, corpus_path, cache_dir, corpus_hash, path)
 
 
-def _retrieve_split(retriever: Retriever, records: Sequence[dict[str, Any]], k: int, corpus_path: str | Path,
+def _retrieve_split(retriever: Retriever, records: Sequence[Mapping[str, Any]], k: int, corpus_path: str | Path,
                     cache_dir: str | Path, corpus_hash: str, path: Path) -> list[dict[str, Any]]:
     wanted = [str(record["id"]) for record in records]
     if path.exists():

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ragforget.evaluation.metrics import normalize_answer
+from ragforget.data.answers import normalize_answer
 from ragforget.utils.logging import get_logger
 from ragforget.utils.markdown import markdown_table
 

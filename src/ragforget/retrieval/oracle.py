@@ -8,7 +8,7 @@ every run and independent of the order in which questions are processed.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -51,7 +51,7 @@ class OracleRetriever(Retriever):
         """Refuse: a bare question carries no gold passage."""
         raise TypeError("OracleRetriever needs QA records with metadata.gold_passage_id; call search_records")
 
-    def search_records(self, records: Sequence[dict[str, Any]], k: int) -> list[list[Hit]]:
+    def search_records(self, records: Sequence[Mapping[str, Any]], k: int) -> list[list[Hit]]:
         """Exactly ``k`` hits per record (fewer only if the corpus is smaller): gold once, then distractors."""
         golds = [gold_passage_id(record) for record in records]
         if k <= 0:
@@ -67,7 +67,7 @@ class OracleRetriever(Retriever):
         return results
 
 
-def gold_passage_id(record: dict[str, Any]) -> str:
+def gold_passage_id(record: Mapping[str, Any]) -> str:
     """The record's gold passage id, or a ConfigError saying this dataset cannot run with the oracle."""
     gold = (record.get("metadata") or {}).get("gold_passage_id")
     if not gold:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from ragforget.data.encoding import encode_prompt
 from ragforget.data.general import PLAIN_RESPONSE_CUE
 from ragforget.models.loading import load_model, load_tokenizer

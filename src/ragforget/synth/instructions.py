@@ -13,8 +13,8 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from ragforget.data.answers import normalize_answer
 from ragforget.errors import ConfigError
-from ragforget.evaluation.metrics import normalize_answer
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)

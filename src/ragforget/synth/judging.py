@@ -64,7 +64,7 @@ class Candidate:
 
 
 @dataclass
-class Selection:
+class ResponseSelection:
     """The chosen candidate per kept instruction, and why the other instructions were dropped."""
 
     chosen: list[Candidate] = field(default_factory=list)
@@ -74,7 +74,7 @@ class Selection:
 
 
 def select_best(candidates: Sequence[Candidate], n_instructions: int, judged: bool,
-                threshold: float | None) -> Selection:
+                threshold: float | None) -> ResponseSelection:
     """Per instruction, the eligible candidate with the highest mean score (or the first, unjudged).
 
     Ties go to the earlier candidate in committee order, then sample order (the order of
@@ -85,7 +85,7 @@ def select_best(candidates: Sequence[Candidate], n_instructions: int, judged: bo
     for candidate in candidates:
         if candidate.eligible:
             by_instruction[candidate.instruction].append(candidate)
-    selection = Selection()
+    selection = ResponseSelection()
     for index in range(n_instructions):
         eligible = by_instruction[index]
         if not eligible:

@@ -18,7 +18,7 @@ def score_histogram(candidate_scores: Sequence[float], kept_scores: Sequence[flo
                     path: Path) -> Path:
     """Mean judge score of every scored candidate and of the kept best ones, with the threshold."""
     low, high = SCORE_RANGE
-    bins = np.arange(low - 0.125, high + 0.25, 0.25)  # averages of integer scores fall on quarters and halves
+    bins = np.arange(low - 0.125, high + 0.25, 0.25).tolist()  # averages of integer scores fall on quarters and halves
     figure, axes = plt.subplots(figsize=(6, 3.5))
     axes.hist(candidate_scores, bins=bins, alpha=0.5, label=f"all scored candidates ({len(candidate_scores)})")
     axes.hist(kept_scores, bins=bins, alpha=0.8, label=f"kept, best per instruction ({len(kept_scores)})")

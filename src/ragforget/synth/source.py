@@ -14,9 +14,7 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig
 
 from ragforget.data.general import GeneralDataSource, SourceReport
-from ragforget.evaluation.generation import generate_batch
-from ragforget.methods.base import require
-from ragforget.utils.device import check_device, resolve_device
+from ragforget.errors import keys_under, require
 from ragforget.synth.committee import Member
 from ragforget.synth.judging import SCORE_RANGE
 from ragforget.synth.synthesizer import (
@@ -28,11 +26,11 @@ from ragforget.synth.synthesizer import (
     Synthesizer,
 )
 from ragforget.utils.config import plain
+from ragforget.utils.device import check_device, resolve_device
 from ragforget.utils.instantiate import instantiate
 from ragforget.utils.io import read_json
 from ragforget.utils.templates import check_placeholders
 
-KEY = "method.self_synth"
 Settings = TypeVar("Settings")
 
 
@@ -41,34 +39,42 @@ class SynthesizedGeneralData(GeneralDataSource):
 
     ``instruction_model`` and each ``committee`` value are model configs (conf/model schema); a
     committee member set to null is left out, which is how the ablation configs shrink it.
+    ``oversample`` is what ``instructions.count`` is derived from in the config (samples per general
+    example the mix needs); it is checked here and named when the set comes out too small.
     """
 
-    config_key = f"{KEY}.instructions.count"
-    grow_hint = (f"sample more instructions ({KEY}.instructions.count), or lower {KEY}.judge.threshold; "
-                 "the dataset's stats.json says where rows were lost")
+    # The key replay's too-small error names, relative to this source's node.
+    config_key = "instructions.count"
+    config_key_relative = True
 
     def __init__(self, instruction_model: Mapping[str, Any] | DictConfig,
                  committee: Mapping[str, Mapping[str, Any] | None] | DictConfig,
                  instructions: Mapping[str, Any] | DictConfig, responses: Mapping[str, Any] | DictConfig,
-                 judge: Mapping[str, Any] | DictConfig, seed: int = 0, device: str = "auto",
-                 generator: Mapping[str, Any] | DictConfig | None = None) -> None:
+                 judge: Mapping[str, Any] | DictConfig, oversample: float, seed: int, device: str,
+                 generator: Mapping[str, Any] | DictConfig) -> None:
         members = {name: config for name, config in (plain(committee) or {}).items() if config is not None}
-        require(bool(members), f"{KEY}.committee", "has no members", "list at least one model config")
+        require(bool(members), "committee", "has no members", "list at least one model config", relative=True)
         for name, config in members.items():
-            require(isinstance(config, Mapping) and "source" in config, f"{KEY}.committee.{name}",
-                    "is not a model config (no 'source')", "use a conf/model/*.yaml entry")
+            require(isinstance(config, Mapping) and "source" in config, f"committee.{name}",
+                    "is not a model config (no 'source')", "use a conf/model/*.yaml entry", relative=True)
         instruction_config = plain(instruction_model)
         require(bool(instruction_config.get("chat_template")), "model.chat_template",
                 "self_synth samples instructions from the chat template's prefix, so the model must be an "
                 "instruct model with a chat template")
-        generate = instantiate(generator) if generator is not None else generate_batch
-        require(callable(generate), f"{KEY}.generator", f"is a {type(generate).__name__}, not callable")
+        require(isinstance(oversample, (int, float)) and not isinstance(oversample, bool) and oversample > 0,
+                "oversample", f"must be a number > 0, got {oversample!r}", relative=True)
+        with keys_under("generator", relative=True):  # its own sub-config, detached from this node
+            generate = instantiate(generator)
+        require(callable(generate), "generator", f"is a {type(generate).__name__}, not callable", relative=True)
+        self.grow_hint = (f"sample more instructions (raise oversample, now {oversample:g}, or set "
+                          "instructions.count), or lower judge.threshold; the dataset's stats.json says where "
+                          "rows were lost")
         self.synthesizer = Synthesizer(
             instruction_model=Member(str(instruction_config.get("name", "model")), instruction_config),
             committee=[Member(name, config) for name, config in members.items()],
-            instructions=_settings(InstructionSettings, plain(instructions), f"{KEY}.instructions"),
-            responses=_settings(ResponseSettings, plain(responses), f"{KEY}.responses"),
-            judge=_settings(JudgeSettings, plain(judge), f"{KEY}.judge"),
+            instructions=_settings(InstructionSettings, plain(instructions), "instructions"),
+            responses=_settings(ResponseSettings, plain(responses), "responses"),
+            judge=_settings(JudgeSettings, plain(judge), "judge"),
             seed=int(seed), device=resolve_device(check_device(device)), generate=generate)
 
     def materialize(self, cache_dir: Path) -> Path:
@@ -83,22 +89,24 @@ SIZE_FIELDS = ("count", "per_model", "max_new_tokens", "batch_size")
 
 
 def _settings(cls: type[Settings], values: Mapping[str, Any], key: str) -> Settings:
-    """``cls`` from a config mapping, each bad or unknown field reported under ``key``."""
+    """``cls`` from a config mapping, each bad or unknown field reported under ``key`` (relative to the source)."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown, missing = sorted(set(values) - names), sorted(names - set(values))
-    require(not unknown, f"{key}.{unknown[0] if unknown else ''}", "is not a setting", f"known: {sorted(names)}")
-    require(not missing, f"{key}.{missing[0] if missing else ''}", "is missing")
+    require(not unknown, f"{key}.{unknown[0] if unknown else ''}", "is not a setting", f"known: {sorted(names)}",
+            relative=True)
+    require(not missing, f"{key}.{missing[0] if missing else ''}", "is missing", relative=True)
     for name in names & set(SIZE_FIELDS):
         require(isinstance(values[name], int) and values[name] > 0, f"{key}.{name}",
-                f"must be a positive integer, got {values[name]!r}")
+                f"must be a positive integer, got {values[name]!r}", relative=True)
     if "temperature" in names:
-        require(values["temperature"] > 0, f"{key}.temperature", f"must be > 0, got {values['temperature']}")
-        require(0 < values["top_p"] <= 1, f"{key}.top_p", f"must be in (0, 1], got {values['top_p']}")
+        require(values["temperature"] > 0, f"{key}.temperature", f"must be > 0, got {values['temperature']}",
+                relative=True)
+        require(0 < values["top_p"] <= 1, f"{key}.top_p", f"must be in (0, 1], got {values['top_p']}", relative=True)
     if "threshold" in names:
         low, high = SCORE_RANGE
         threshold = values["threshold"]
         require(threshold is None or low <= threshold <= high, f"{key}.threshold",
-                f"must be null or in [{low:g}, {high:g}], got {threshold}")
+                f"must be null or in [{low:g}, {high:g}], got {threshold}", relative=True)
     if "rubric" in names:
-        check_placeholders(str(values["rubric"]), {"instruction", "response"}, f"{key}.rubric")
+        check_placeholders(str(values["rubric"]), {"instruction", "response"}, f"{key}.rubric", relative=True)
     return cls(**values)

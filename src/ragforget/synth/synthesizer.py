@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from ragforget.errors import DataError
-from ragforget.evaluation.generation import Generation, Sampling
+from ragforget.models.generation import Generation, Sampling
 from ragforget.synth.committee import Member
 from ragforget.synth.instructions import CleanedInstructions, clean_instructions, end_of_turn_ids, pre_query_ids
 from ragforget.synth.journal import Journal, run_journaled
-from ragforget.synth.judging import Candidate, Selection, parse_score, select_best
+from ragforget.synth.judging import Candidate, ResponseSelection, parse_score, select_best
 from ragforget.synth.plots import score_histogram
 from ragforget.utils.hashing import code_and_versions, stable_hash
 from ragforget.utils.io import atomic_path, cache_lock, write_json, write_jsonl
@@ -112,7 +112,8 @@ class Synthesizer:
     # --- keys ------------------------------------------------------------------------------------
 
     def instructions_key(self) -> str:
-        return stable_hash({**code_and_versions("ragforget.synth", "ragforget.evaluation.generation"),
+        return stable_hash({**code_and_versions("ragforget.synth", "ragforget.models.generation",
+                                                "ragforget.data.answers"),
                             "model": self.instruction_model.identity,
                             "settings": dataclasses.asdict(self.instructions), "seed": self.seed})
 
@@ -163,8 +164,8 @@ class Synthesizer:
             raise DataError(self.work_dir(cache_dir) / f"instructions-{self.instructions_key()}.jsonl", None,
                             f"no usable instruction among {cleaned.sampled} samples ({cleaned.dropped_empty} "
                             f"empty, {cleaned.dropped_truncated} truncated)",
-                            "raise method.self_synth.instructions.max_new_tokens or .count, or use an "
-                            "instruct model that ends its turns")
+                            "raise instructions.max_new_tokens or instructions.count of the self_synth source, "
+                            "or use an instruct model that ends its turns")
         start = time.perf_counter()
         candidates = [c for author in self.committee for c in self.write_responses(cache_dir, author, cleaned.kept)]
         seconds["responses"] = time.perf_counter() - start
@@ -191,8 +192,8 @@ class Synthesizer:
         settings = self.instructions
         journal = Journal(self.work_dir(cache_dir) / f"instructions-{self.instructions_key()}.jsonl")
         with self.instruction_model.loaded(cache_dir, self.device) as (model, tokenizer):
-            prompt = pre_query_ids(tokenizer, "method.self_synth.instruction_model")
-            stops = end_of_turn_ids(tokenizer, "method.self_synth.instruction_model")
+            prompt = pre_query_ids(tokenizer, "model.chat_template")  # the instruction model is the model
+            stops = end_of_turn_ids(tokenizer, "model.chat_template")
 
             def sample(batch: Sequence[int]) -> list[dict[str, Any]]:
                 outputs = self.generate(model, tokenizer, [prompt] * len(batch), settings.max_new_tokens,
@@ -278,7 +279,7 @@ class Synthesizer:
                 "score": candidate.mean_score, "scores": candidate.scores}
 
     def statistics(self, cleaned: CleanedInstructions, candidates: list[Candidate], statuses: Counter[str],
-                   selection: Selection, seconds: dict[str, float]) -> dict[str, float]:
+                   selection: ResponseSelection, seconds: dict[str, float]) -> dict[str, float]:
         """Flat figures for stats.json and MLflow (``self_synth/<name>``)."""
         chosen_scores = [c.mean_score for c in selection.chosen if c.mean_score is not None]
         stats: dict[str, float] = {

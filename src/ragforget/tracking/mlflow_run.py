@@ -7,7 +7,6 @@ sweep from writing into each other's runs.
 from __future__ import annotations
 
 import math
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,15 +30,6 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def git_commit(root: Path) -> str:
-    """The checked-out commit of the project, or 'unknown' outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 class TrackedRun:
     """Create or resume one MLflow run and log into it."""
 
@@ -57,7 +47,12 @@ class TrackedRun:
         self._logged: dict[str, float] = {}
 
     def start(self, run_name: str, tags: Mapping[str, str], run_id: str | None = None) -> str:
-        """Start a new run, or reopen ``run_id`` (resume) and mark it running again."""
+        """Start a new run, or reopen ``run_id`` (resume) and mark it running again.
+
+        A new run also gets MLflow's standard source tags, as ``mlflow.start_run`` would give it:
+        mlflow.user, mlflow.source.name and .type, and mlflow.source.git.commit (with the branch and the
+        repository URL, credentials stripped) when the entry point lies in a git checkout.
+        """
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
             self.run_id = run_id
@@ -65,7 +60,9 @@ class TrackedRun:
             self._logged = dict(self.client.get_run(run_id).data.metrics)
             log.info("resuming MLflow run %s", run_id)
         else:
-            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+            from mlflow.tracking.context.registry import resolve_tags
+
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=resolve_tags(dict(tags)))
             self.run_id = run.info.run_id
             log.info("MLflow run %s (%s) at %s", run_name, self.run_id, self.tracking_uri)
         return self.run_id
@@ -99,8 +96,9 @@ class TrackedRun:
         A step-0 value equal to the one logged last (by this job, or by the interrupted job a resumed run
         continues) is not logged again, so the history of a resumed run equals an uninterrupted one's.
         """
-        from mlflow.entities import Metric
         import time
+
+        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = []

@@ -14,12 +14,12 @@ A folder with neither adapter/ nor model/ means "the starting model" (method=bas
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ragforget.assets.cache import resolve_cache_dir
+from ragforget.assets.sources import ModelSource
 from ragforget.errors import RagforgetError
 from ragforget.models.loading import has_adapters, load_model, load_tokenizer
 from ragforget.utils.instantiate import instantiate
@@ -51,7 +51,7 @@ def checkpoint_config(path: Path) -> DictConfig:
 
 def base_model_path(cfg: DictConfig, cache_dir: Path | None = None) -> str:
     """Materialize the starting model named by a config (packaged, hub id or tiny random)."""
-    source: Any = instantiate(cfg.model.source)
+    source: ModelSource = instantiate(cfg.model.source)
     return source.materialize(cache_dir or resolve_cache_dir(cfg.paths.get("cache_dir")))
 
 
@@ -67,6 +67,7 @@ def load_checkpoint_folder(path: Path, cache_dir: Path | None = None, device: st
     if (path / "adapter").exists():
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(path / "adapter"), torch_device=str(model.device))
+        model = PeftModel.from_pretrained(  # type: ignore[assignment]  # forwards the model's attributes
+            model, str(path / "adapter"), torch_device=str(model.device))
         model.eval()
     return model, tokenizer, cfg

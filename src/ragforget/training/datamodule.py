@@ -22,7 +22,8 @@ class ResumableSampler(DistributedSampler):
 
     def __init__(self, size: int, seed: int, num_replicas: int = 1, rank: int = 0, resume_epoch: int = -1,
                  skip: int = 0) -> None:
-        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=True,  # type: ignore[arg-type]
+                         seed=seed)  # a range is all a sampler reads: its length
         self.resume_epoch, self.skip = resume_epoch, skip
 
     def __iter__(self) -> Iterator[int]:

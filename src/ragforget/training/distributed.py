@@ -73,8 +73,9 @@ def worker_command(script: Sequence[str], task_overrides: Sequence[str], job_dir
 
 def _script() -> list[str]:
     """How this process was started: ``python -m module`` or ``python /abs/path/run.py``."""
-    import __main__  # imported here, as Lightning does (Lightning-AI/pytorch-lightning#15218)
     from hydra.utils import to_absolute_path
+
+    import __main__  # imported here, as Lightning does (Lightning-AI/pytorch-lightning#15218)
 
     if __main__.__spec__ is not None:
         return [sys.executable, "-m", __main__.__spec__.name]
@@ -151,13 +152,13 @@ class _HydraJobLaunch:
                                               launcher.num_nodes)
 
 
-class HydraJobDDPStrategy(_HydraJobLaunch, DDPStrategy):
+class HydraJobDDPStrategy(_HydraJobLaunch, DDPStrategy):  # type: ignore[misc]  # both declare _launcher
     """Lightning's DDPStrategy; its workers run this Hydra job's training only (see the module docstring)."""
 
 
-class HydraJobFSDPStrategy(_HydraJobLaunch, FSDPStrategy):
+class HydraJobFSDPStrategy(_HydraJobLaunch, FSDPStrategy):  # type: ignore[misc]
     """Lightning's FSDPStrategy with the same workers as ``HydraJobDDPStrategy``."""
 
 
-class HydraJobDeepSpeedStrategy(_HydraJobLaunch, DeepSpeedStrategy):
+class HydraJobDeepSpeedStrategy(_HydraJobLaunch, DeepSpeedStrategy):  # type: ignore[misc]
     """Lightning's DeepSpeedStrategy (needs ``pip install deepspeed``) with the same workers."""

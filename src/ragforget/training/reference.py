@@ -40,7 +40,7 @@ class ReferenceModel(nn.Module):
         was_training = policy.training
         policy.eval()  # dropout off: the reference must be deterministic
         try:
-            with policy.disable_adapter():
+            with policy.disable_adapter():  # type: ignore[operator]  # a PeftModel method
                 return final_hidden(policy, batch)
         finally:
             policy.train(was_training)

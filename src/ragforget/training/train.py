@@ -19,6 +19,7 @@ from ragforget.methods.base import Method
 from ragforget.models.loading import attach_lora, load_model
 from ragforget.tracking.curves import MlflowCurves
 from ragforget.tracking.mlflow_run import TrackedRun
+from ragforget.training.callbacks import configured_callbacks, configured_loggers
 from ragforget.training.datamodule import RagDataModule
 from ragforget.training.module import RagFineTuner
 from ragforget.utils.instantiate import instantiate
@@ -92,7 +93,12 @@ def fit(cfg: DictConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
         callbacks: Sequence[L.Callback] = ()) -> PreTrainedModel:
     """Train ``model`` in place with the method's loss terms and optimizer; returns it.
 
-    ``callbacks`` join the loop's own (checkpoints, curves), e.g. the forgetting curves."""
+    The Trainer gets ``callbacks`` (e.g. the forgetting curves), those the job depends on, built here, and
+    after them the config's (``cfg.callbacks``, ``cfg.lightning_loggers``: :mod:`ragforget.training.callbacks`).
+    Built here whatever the config says: the step checkpoints that ``resume_dir`` continues from (their
+    folder and ``last.ckpt`` are where a resumed run looks, the atomic writer keeps a kill from tearing
+    one), the MLflow training curves (they need the job's run), and FSDP's gathering of the whole weights.
+    """
     encoded = [encode_for_training(ex, tokenizer, cfg.model.chat_template) for ex in examples]
     datamodule = RagDataModule(encoded, cfg.train.batch_size, tokenizer.pad_token_id,
                                cfg.train.max_length, seed=cfg.seed)
@@ -108,11 +114,12 @@ def fit(cfg: DictConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     ]
     if run is not None:
         callbacks.append(MlflowCurves(run, every_n_steps=cfg.logger.log_every_n_steps))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False, plugins=[AtomicCheckpointIO()],
-                                     default_root_dir=str(workdir))
+    callbacks += configured_callbacks(cfg)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=configured_loggers(cfg) or False,
+                                     plugins=[AtomicCheckpointIO()], default_root_dir=str(workdir))
     last = checkpoints / "last.ckpt"
     if last.exists():
         log.info("resuming training from %s", last)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
     whole.restore(module)
-    return module.model
+    return module.model  # type: ignore[return-value]  # the model fit() was given

@@ -2,7 +2,7 @@
 instruction following and held-out perplexity, run through lm-eval on an in-memory model."""
 
 from ragforget.evaluation.retention.runner import RetentionResult, evaluate_retention
-from ragforget.evaluation.retention.suite import TASK_NAMES, TASKS, general_prompts, prepare_retention_suite
+from ragforget.evaluation.retention.task_folders import TASK_NAMES, TASKS, general_prompts, prepare_retention_suite
 
 # Tasks on which SmolLM2-135M-Instruct (base) scores more than 2 stderr above chance on two
 # different seeded subsets (see the README table); the others stay available for larger models.

@@ -121,7 +121,7 @@ def _no_nltk_download() -> Iterator[None]:
     import nltk
 
     original = nltk.download
-    nltk.download = lambda *args, **kwargs: False  # type: ignore[assignment]
+    nltk.download = lambda *args, **kwargs: False
     try:
         # lm-eval prints "Downloaded punkt_tab" whether or not it did.
         with contextlib.redirect_stdout(io.StringIO()):

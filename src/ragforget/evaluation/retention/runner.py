@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ragforget.evaluation.retention.suite import COMPANION_SUFFIX, TASKS, load_manifest, validate_tasks
+from ragforget.evaluation.retention.task_folders import COMPANION_SUFFIX, TASKS, load_manifest, validate_tasks
 from ragforget.evaluation.statistics import ItemScores
 from ragforget.utils.io import write_json, write_jsonl
 from ragforget.utils.logging import get_logger
@@ -44,7 +44,7 @@ def item_scores(samples: list[dict[str, Any]], measure: str) -> ItemScores | Non
     bytes) = 2 ** -bits_per_byte, the suite's wiki_ppl score.
     """
     ids = tuple(str(sample["doc_id"]) for sample in samples)
-    values = [sample.get(measure) for sample in samples]
+    values: list[Any] = [sample.get(measure) for sample in samples]
     if measure == "bits_per_byte":
         return ItemScores(ids, tuple(float(v[0]) for v in values), tuple(float(v[1]) for v in values), "exp")
     if all(isinstance(v, list) for v in values):

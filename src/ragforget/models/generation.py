@@ -44,8 +44,8 @@ def generate_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
     batch = {k: v.to(device) for k, v in collate_prompts(list(prompts), tokenizer.pad_token_id).items()}
     options = ({"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
                if sampling is not None else {"do_sample": False})
-    generated = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                               eos_token_id=stops, **options)
+    generated = model.generate(  # type: ignore[operator]  # a transformers model's method
+        **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=stops, **options)
     new_tokens = generated[:, batch["input_ids"].shape[1]:]
     finished = torch.isin(new_tokens, torch.tensor(stops, device=new_tokens.device)).any(dim=1)
     texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
@@ -54,15 +54,22 @@ def generate_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
 
 def greedy_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[list[int]],
                     batch_size: int, max_new_tokens: int, desc: str = "generate") -> list[str]:
-    """Greedy continuations of ``prompts``, decoded without special tokens.
+    """The texts of ``greedy_generations`` (a text cut at ``max_new_tokens`` is kept as it is)."""
+    return [generation.text for generation in greedy_generations(model, tokenizer, prompts, batch_size,
+                                                                 max_new_tokens, desc)]
+
+
+def greedy_generations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[list[int]],
+                       batch_size: int, max_new_tokens: int, desc: str = "generate") -> list[Generation]:
+    """Greedy continuations of ``prompts``, decoded without special tokens, with their ``finished`` flags.
 
     Prompts are sorted by length so each left-padded batch wastes little compute; results come back
     in the original order.
     """
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    outputs: list[str] = [""] * len(prompts)
+    outputs = [Generation("", False)] * len(prompts)
     for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
         idx = order[start:start + batch_size]
         for i, generation in zip(idx, generate_batch(model, tokenizer, [prompts[i] for i in idx], max_new_tokens)):
-            outputs[i] = generation.text
+            outputs[i] = generation
     return outputs
