@@ -12,7 +12,6 @@ from ragforget.evaluation.statistics import (
     paired_bootstrap,
     paired_macro_bootstrap,
     pearson_interval,
-    t_interval,
 )
 
 
@@ -65,16 +64,6 @@ def test_ratio_scores_resample_numerator_and_denominator_together() -> None:
     assert result.delta == pytest.approx(math.exp(-1.0) - math.exp(-1.5))
     # resamples: item 1 twice (delta 0), item 2 twice (exp(-1) - exp(-2)), or one each (the estimate)
     assert result.lo == pytest.approx(0.0) and result.hi == pytest.approx(math.exp(-1) - math.exp(-2))
-
-
-def test_t_interval_over_seeds_by_hand() -> None:
-    # (0.30, 0.40): mean 0.35, sd 0.070711, se 0.05; t(0.975, 1 df) = 12.7062 -> 0.35 -/+ 0.63531
-    mean, lo, hi = t_interval([0.30, 0.40])
-    assert mean == pytest.approx(0.35)
-    assert lo == pytest.approx(-0.28531, abs=1e-5) and hi == pytest.approx(0.98531, abs=1e-5)
-    # three seeds (0.1, 0.2, 0.3): sd 0.1, se 0.057735, t(0.975, 2) = 4.302653 -> 0.2 -/+ 0.248414
-    assert t_interval([0.1, 0.2, 0.3])[2] == pytest.approx(0.448414, abs=1e-6)
-    assert math.isnan(t_interval([0.4])[1]) and all(math.isnan(v) for v in t_interval([]))
 
 
 def test_macro_delta_averages_the_tasks_deltas() -> None:

@@ -144,23 +144,6 @@ def paired_macro_bootstrap(base: Mapping[str, ItemScores], tuned: Mapping[str, I
     return _summary(estimate, resampled, sum(len(base[t].ids) for t in base), level)
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of ``values`` (one metric over seeds) and its Student-t interval; NaN ends for one value.
-
-    Seeds are few (3 in the shipped tables), so the t quantile, not a bootstrap, sets the width.
-    """
-    from scipy.stats import t
-
-    data = np.asarray(values, float)
-    if data.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(data.mean())
-    if data.size < 2:
-        return mean, math.nan, math.nan
-    half = float(t.ppf(0.5 + level / 2.0, data.size - 1) * data.std(ddof=1) / math.sqrt(data.size))
-    return mean, mean - half, mean + half
-
-
 def pearson_interval(xs: Sequence[float], ys: Sequence[float], groups: Sequence[str] | None = None,
                      resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
     """Pearson r of the points and its bootstrap percentile interval.
